@@ -1,9 +1,9 @@
 """Stage dataset: all p² pairs (a, b), their label (a + b) mod p and a seeded split."""
 
-from clockpizza.cli import run_stage
-from clockpizza.config import load_params
-from clockpizza.data import make_dataset
-from clockpizza.table import write_parquet
+from clockpizza.io.cli import run_stage
+from clockpizza.io.params import load_params
+from clockpizza.io.table import write_parquet
+from clockpizza.science.data import make_dataset
 
 OUT = "data/dataset.parquet"
 

@@ -1,10 +1,10 @@
 """Stage mechanism: the data of the Model A (clock) / Model B (pizza) figures, read from the
 weights of the two example runs -> metrics/examples/{embedding,correct_logits,attention}.parquet."""
 
-from clockpizza.cli import run_stage
-from clockpizza.config import load_params
-from clockpizza.mechanism import collect_examples
-from clockpizza.table import EXAMPLE_TABLES, read_runs_table, write_table
+from clockpizza.analysis.mechanism import collect_examples
+from clockpizza.io.cli import run_stage
+from clockpizza.io.params import load_params
+from clockpizza.io.table import EXAMPLE_TABLES, read_runs_table, write_table
 
 TABLE, RUNS, OUT = "metrics/runs.parquet", "runs", "metrics/examples"
 

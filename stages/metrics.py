@@ -1,11 +1,12 @@
 """Stage metrics: one row per run of the grid in params.yaml -> metrics/runs.parquet, and one row
 per circle of each run's embedding -> metrics/circles.parquet."""
 
-from clockpizza.cli import run_stage
-from clockpizza.config import load_params
-from clockpizza.phases import summarize
-from clockpizza.pipeline import collect_tables, collect_timing, load_dataset
-from clockpizza.table import CIRCLES_SCHEMA, write_json, write_runs_table, write_table
+from clockpizza.analysis.collect import collect_tables, collect_timing
+from clockpizza.io.cli import run_stage
+from clockpizza.io.params import load_params
+from clockpizza.io.table import CIRCLES_SCHEMA, write_json, write_runs_table, write_table
+from clockpizza.results.phases import summarize
+from clockpizza.science.data import load_dataset
 
 DATASET, RUNS = "data/dataset.parquet", "runs"
 TABLE, CIRCLES, SUMMARY = "metrics/runs.parquet", "metrics/circles.parquet", "metrics/summary.json"
@@ -14,7 +15,7 @@ TIMING = "metrics/timing.json"
 
 def main() -> None:
     params = load_params()
-    tables = collect_tables(params, RUNS, load_dataset(DATASET, params))
+    tables = collect_tables(params, RUNS, load_dataset(DATASET, params.data.p))
     write_runs_table(TABLE, tables.runs)
     write_table(CIRCLES, tables.circles, CIRCLES_SCHEMA)
     write_json(SUMMARY, summarize(tables.runs, boundary_width=params.render.fig1_width,

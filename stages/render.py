@@ -2,13 +2,13 @@
 
 from pathlib import Path
 
-from clockpizza.cli import run_stage
-from clockpizza.config import load_params
-from clockpizza.example_plots import example_figure
-from clockpizza.plots import save
-from clockpizza.report import FIGURES as STEMS
-from clockpizza.report import build_report, draw_figures, examples_section, load_timing
-from clockpizza.table import (
+from clockpizza.figures.example_plots import example_figure
+from clockpizza.figures.plots import save
+from clockpizza.figures.report import FIGURES as STEMS
+from clockpizza.figures.report import build_report, draw_figures, examples_section, load_timing
+from clockpizza.io.cli import run_stage
+from clockpizza.io.params import load_params
+from clockpizza.io.table import (
     CIRCLES_SCHEMA,
     EXAMPLE_TABLES,
     read_runs_table,
@@ -18,7 +18,7 @@ from clockpizza.table import (
 
 TABLE, FIGURES, REPORT = "metrics/runs.parquet", "report/figures", "report/README.md"
 CIRCLES, EXAMPLES = "metrics/circles.parquet", "metrics/examples"
-# The training wall time recorded by the metrics stage (clockpizza.report.load_timing).
+# The training wall time recorded by the metrics stage (clockpizza.figures.report.load_timing).
 TIMING = "metrics/timing.json"
 
 

@@ -8,9 +8,10 @@ import argparse
 
 from tqdm import tqdm
 
-from clockpizza.cli import run_stage
-from clockpizza.config import ParamsError, group_specs, load_params
-from clockpizza.pipeline import load_dataset, train_and_save
+from clockpizza.io.cli import run_stage
+from clockpizza.io.params import ParamsError, group_specs, load_params
+from clockpizza.science.data import load_dataset
+from clockpizza.science.grid import train_and_save
 
 DATASET, RUNS = "data/dataset.parquet", "runs"
 
@@ -24,7 +25,7 @@ def main() -> None:
     if args.width not in params.width or args.seed not in params.seed:
         raise ParamsError(f"--width {args.width} --seed {args.seed} is not in the grid "
                           f"(width: {list(params.width)}, seed: {list(params.seed)})")
-    dataset = load_dataset(DATASET, params)
+    dataset = load_dataset(DATASET, params.data.p)
     n_models, steps = len(group_specs(params, args.width, args.seed)), params.train.steps
     with tqdm(total=n_models * steps, unit="model-step", unit_scale=True, smoothing=0.1,
               desc=f"train w{args.width} s{args.seed} ({n_models} models)") as bar:

@@ -4,9 +4,10 @@ import argparse
 
 from tqdm import tqdm
 
-from clockpizza.cli import run_stage
-from clockpizza.config import MLP_MODELS, ParamsError, load_params
-from clockpizza.pipeline import load_dataset, train_mlp_and_save
+from clockpizza.io.cli import run_stage
+from clockpizza.io.params import MLP_MODELS, ParamsError, load_params
+from clockpizza.science.data import load_dataset
+from clockpizza.science.grid import train_mlp_and_save
 
 DATASET, RUNS = "data/dataset.parquet", "runs"
 
@@ -21,7 +22,7 @@ def main() -> None:
         raise ParamsError(f"--model {args.model} --seed {args.seed} is not in the grid "
                           f"(mlp_family.models: {list(params.mlp_family.models)}, "
                           f"seed: {list(params.seed)})")
-    dataset = load_dataset(DATASET, params)
+    dataset = load_dataset(DATASET, params.data.p)
     with tqdm(total=params.train.steps, unit="step", unit_scale=True, smoothing=0.1,
               desc=f"train model {args.model} s{args.seed}") as bar:
         def progress(model_steps: int) -> None:

@@ -1,10 +1,10 @@
 """Constructed runs tables with a planted phase boundary, for figure and report tests.
 
-Every table has exactly the columns of ``clockpizza.table.RUN_COLUMNS`` plus the grid axes
+Every table has exactly the columns of ``clockpizza.io.table.RUN_COLUMNS`` plus the grid axes
 ``family``, ``diff_vocab`` and ``eqn_sign`` (``legacy=True`` leaves those three out, as in a
 table written before they existed). Phases come from the project's own rule
-(``clockpizza.phases.classify``) applied to GS/DI values drawn on the side of the planted line
-α*(w) that each run falls on.
+(``clockpizza.results.phases.classify``) applied to GS/DI values drawn on the side of the
+planted line α*(w) that each run falls on.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from clockpizza.config import PhaseConfig
-from clockpizza.phases import classify
-from clockpizza.table import RUN_COLUMNS
+from clockpizza.io.params import PhaseConfig
+from clockpizza.io.table import RUN_COLUMNS
+from clockpizza.results.phases import classify
 
 RULE = PhaseConfig(min_test_acc=0.99, min_circularity=0.7, pizza_min_gs=0.9, pizza_max_di=0.6,
                    circle_majority=0.8)

@@ -23,7 +23,9 @@ import torch
 import yaml
 from test_pipeline import copy_repo, run, set_params
 
-from clockpizza.config import (
+from clockpizza.analysis.collect import collect_runs
+from clockpizza.analysis.metrics import gradient_symmetricity, gs_triples
+from clockpizza.io.params import (
     PRESET_TARGETS,
     Params,
     ParamsError,
@@ -34,12 +36,11 @@ from clockpizza.config import (
     mlp_spec,
     shape_groups,
 )
-from clockpizza.data import encode, make_dataset
-from clockpizza.metrics import gradient_symmetricity, gs_triples
-from clockpizza.model import BatchedTransformer, TransformerConfig, stack
-from clockpizza.pipeline import collect_runs, train_and_save, train_mlp_and_save
-from clockpizza.table import RUNS_SCHEMA, main_setting, read_runs_table, write_runs_table
-from clockpizza.train import SplitTensors, train_group
+from clockpizza.io.table import RUNS_SCHEMA, main_setting, read_runs_table, write_runs_table
+from clockpizza.science.data import encode, make_dataset
+from clockpizza.science.grid import train_and_save, train_mlp_and_save
+from clockpizza.science.model import BatchedTransformer, TransformerConfig, stack
+from clockpizza.science.train import SplitTensors, train_group
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clockpizza.boundary import SUMMARY_KEYS, Boundary, boundary_summary, fit_boundary
+from clockpizza.results.boundary import SUMMARY_KEYS, Boundary, boundary_summary, fit_boundary
 
 WIDTHS = np.array([32, 64, 128, 256, 512])
 ALPHAS = np.linspace(0.0, 1.0, 21)  # step 0.05

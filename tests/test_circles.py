@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from clockpizza.circles import (
+from clockpizza.analysis.circles import (
     analyse_models,
     find_circles,
     fve,
@@ -21,8 +21,8 @@ from clockpizza.circles import (
     run_summary,
     templates,
 )
-from clockpizza.model import BatchedTransformer, TransformerConfig, init_params, stack
-from clockpizza.table import CIRCLE_COLUMNS
+from clockpizza.io.table import CIRCLE_COLUMNS
+from clockpizza.science.model import BatchedTransformer, TransformerConfig, init_params, stack
 
 P = 59
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from clockpizza.config import Params, ParamsError, load_params
+from clockpizza.io.params import Params, ParamsError, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("data", "model", "train", "metrics", "phase", "render", "boundary", "circles")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clockpizza.data import all_pairs, context_length, encode, make_dataset, vocab_size
+from clockpizza.science.data import all_pairs, context_length, encode, make_dataset, vocab_size
 
 
 @pytest.mark.parametrize(("p", "n_train"), [(59, 2785), (7, 39), (5, 20)])

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from clockpizza import bench
-from clockpizza.config import RunSpec, load_params
-from clockpizza.data import make_dataset
-from clockpizza.model import TransformerConfig
-from clockpizza.pipeline import collect_runs, train_and_save
-from clockpizza.train import SplitTensors, plan_chunks, train_group
+from clockpizza.analysis.collect import collect_runs
+from clockpizza.io.params import RunSpec, load_params
+from clockpizza.science.data import make_dataset
+from clockpizza.science.grid import train_and_save
+from clockpizza.science.model import TransformerConfig
+from clockpizza.science.train import SplitTensors, plan_chunks, train_group
+from clockpizza.tools import bench
 
 REPO = Path(__file__).resolve().parents[1]
 P = 59

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clockpizza.example_plots import (
+from clockpizza.figures.example_plots import (
     around_circle,
     attention_grid,
     circles_markdown,
@@ -17,8 +17,8 @@ from clockpizza.example_plots import (
     example_figure,
     logit_grid,
 )
-from clockpizza.plots import save
-from clockpizza.report import examples_section
+from clockpizza.figures.plots import save
+from clockpizza.figures.report import examples_section
 
 P = 13
 RUN = "0123456789ab"

@@ -12,10 +12,10 @@ from matplotlib.collections import PathCollection, PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from clockpizza import plots
-from clockpizza import plots_appendix as pa
-from clockpizza.boundary import fit_boundary, fit_main
-from clockpizza.report import ABLATIONS, FIG1, FIG2, FIGURES, LAYERS, MLP, draw_figures
+from clockpizza.figures import plots
+from clockpizza.figures import plots_appendix as pa
+from clockpizza.figures.report import ABLATIONS, FIG1, FIG2, FIGURES, LAYERS, MLP, draw_figures
+from clockpizza.results.boundary import fit_boundary, fit_main
 
 GS, DI = "gradient_symmetricity", "distance_irrelevance"
 FINE = tuple(np.round(np.arange(0.0, 1.0001, 0.1), 2))
@@ -256,7 +256,7 @@ def test_figures_without_data_are_not_drawn(full: pd.DataFrame) -> None:
 
 
 def test_main_runs_leave_a_gelu_experiment_out_of_the_main_figures() -> None:
-    from clockpizza.selection import main_runs
+    from clockpizza.results.selection import main_runs
 
     relu = make_runs(seed=3)
     gelu = make_runs(seed=4).assign(act="gelu", run_id=lambda d: "g" + d["run_id"].str[1:])

@@ -16,16 +16,17 @@ tl = pytest.importorskip("transformer_lens")
 if not hasattr(tl, "HookedTransformerConfig"):
     pytest.skip("TransformerLens >= 4 has no HookedTransformer", allow_module_level=True)
 
-from clockpizza.config import RunSpec  # noqa: E402
-from clockpizza.data import all_pairs, encode  # noqa: E402
-from clockpizza.interop import hooked_from_weights, to_hooked_transformer  # noqa: E402
-from clockpizza.model import (  # noqa: E402
+from clockpizza.io.params import RunSpec  # noqa: E402
+from clockpizza.io.store import write_run  # noqa: E402
+from clockpizza.science.data import all_pairs, encode  # noqa: E402
+from clockpizza.science.model import (  # noqa: E402
     BatchedTransformer,
     TransformerConfig,
     init_params,
     stack,
 )
-from clockpizza.store import run_config, write_run  # noqa: E402
+from clockpizza.science.runs import run_config  # noqa: E402
+from clockpizza.tools.interop import hooked_from_weights, to_hooked_transformer  # noqa: E402
 
 P = 11
 

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from clockpizza.config import ParamsError, RenderConfig
-from clockpizza.mechanism import choose_examples, example_tables
-from clockpizza.model import BatchedTransformer, TransformerConfig, init_params, stack
-from clockpizza.table import EXAMPLE_TABLES
+from clockpizza.analysis.mechanism import choose_examples, example_tables
+from clockpizza.io.params import ParamsError, RenderConfig
+from clockpizza.io.table import EXAMPLE_TABLES
+from clockpizza.science.model import BatchedTransformer, TransformerConfig, init_params, stack
 
 P = 7
 

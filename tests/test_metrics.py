@@ -12,8 +12,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from clockpizza.data import make_dataset
-from clockpizza.metrics import (
+from clockpizza.analysis.metrics import (
     circularity,
     correct_logits,
     distance_irrelevance,
@@ -22,7 +21,8 @@ from clockpizza.metrics import (
     model_metrics,
     split_scores,
 )
-from clockpizza.model import BatchedTransformer, TransformerConfig, init_params, stack
+from clockpizza.science.data import make_dataset
+from clockpizza.science.model import BatchedTransformer, TransformerConfig, init_params, stack
 
 P = 59
 
@@ -320,7 +320,7 @@ def test_model_metrics_of_a_model_do_not_depend_on_its_batch() -> None:
 
 def test_exact_gs_is_the_mean_over_every_triple_and_100_triples_estimate_it() -> None:
     # Brute force: the GS of every single triple (a, b, c), one at a time, averaged.
-    from clockpizza.metrics import gradient_symmetricity_exact
+    from clockpizza.analysis.metrics import gradient_symmetricity_exact
 
     p = 7
     cfg = TransformerConfig(d_vocab=p, n_ctx=2, d_model=8, n_heads=2, n_layers=1)

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import Tensor
 
-from clockpizza.architectures import init_model, load_model
-from clockpizza.data import make_dataset
-from clockpizza.metrics import gradient_symmetricity, gs_triples, model_metrics
-from clockpizza.mlp_family import BatchedMLP, MLPConfig, init_params
-from clockpizza.model import stack
+from clockpizza.analysis.metrics import gradient_symmetricity, gs_triples, model_metrics
+from clockpizza.science.architectures import init_model, load_model
+from clockpizza.science.data import make_dataset
+from clockpizza.science.mlp_family import BatchedMLP, MLPConfig, init_params
+from clockpizza.science.model import stack
 
 FAMILY = ("A", "B", "C", "D", "X")
 

@@ -9,16 +9,16 @@ import pytest
 import torch
 from torch import Tensor
 
-from clockpizza.config import RunSpec
-from clockpizza.data import encode, make_dataset
-from clockpizza.model import (
+from clockpizza.io.params import RunSpec
+from clockpizza.science.data import encode, make_dataset
+from clockpizza.science.model import (
     BatchedTransformer,
     TransformerConfig,
     cross_entropy64,
     init_params,
     stack,
 )
-from clockpizza.train import SplitTensors, train_group
+from clockpizza.science.train import SplitTensors, train_group
 
 
 def tl_shapes(v: int, n_ctx: int, d: int, h: int, n_layers: int) -> dict[str, tuple[int, ...]]:

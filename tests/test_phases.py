@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from clockpizza.config import Params, PhaseConfig
-from clockpizza.phases import classify
+from clockpizza.io.params import Params, PhaseConfig
+from clockpizza.results.phases import classify
 
 ROOT = Path(__file__).resolve().parents[1]
 RULE = PhaseConfig(min_test_acc=0.99, min_circularity=0.7, pizza_min_gs=0.9, pizza_max_di=0.6,

@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from clockpizza import plots
-from clockpizza.example_plots import example_figure
-from clockpizza.table import CIRCLES_SCHEMA, EXAMPLE_TABLES, RUNS_SCHEMA
+from clockpizza.figures import plots
+from clockpizza.figures.example_plots import example_figure
+from clockpizza.io.table import CIRCLES_SCHEMA, EXAMPLE_TABLES, RUNS_SCHEMA
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

@@ -15,10 +15,10 @@ import yaml
 from fake_runs import is_main, make_runs, planted_alpha_star
 from test_example_plots import tables as example_tables
 
-from clockpizza.boundary import SUMMARY_KEYS, fit_boundary
-from clockpizza.phases import summarize
-from clockpizza.report import FIGURES, PRODUCE, build_report, load_timing
-from clockpizza.table import CIRCLES_SCHEMA, EXAMPLE_TABLES, write_runs_table, write_table
+from clockpizza.figures.report import FIGURES, PRODUCE, build_report, load_timing
+from clockpizza.io.table import CIRCLES_SCHEMA, EXAMPLE_TABLES, write_runs_table, write_table
+from clockpizza.results.boundary import SUMMARY_KEYS, fit_boundary
+from clockpizza.results.phases import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 GS, DI = "gradient_symmetricity", "distance_irrelevance"

@@ -12,11 +12,13 @@ import pytest
 import torch
 import yaml
 
-from clockpizza.config import Params, RunSpec, group_specs
-from clockpizza.data import make_dataset
-from clockpizza.model import TransformerConfig, init_params
-from clockpizza.pipeline import collect_runs, expected_runs
-from clockpizza.store import RunError, read_run, run_config, write_run
+from clockpizza.analysis.collect import collect_runs
+from clockpizza.io.params import Params, RunSpec, group_specs
+from clockpizza.io.store import RunError, expected_runs, write_run
+from clockpizza.science.data import make_dataset
+from clockpizza.science.model import TransformerConfig, init_params
+from clockpizza.science.runs import read_spec_run as read_run
+from clockpizza.science.runs import run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -233,7 +235,7 @@ def test_group_runs_differ_only_in_attention_rate() -> None:
 def test_atomically_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
     import os
 
-    from clockpizza.table import write_text
+    from clockpizza.io.table import write_text
 
     path = tmp_path / "report.md"
     write_text(path, "x")

@@ -20,11 +20,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from clockpizza import plots_appendix as appendix
-from clockpizza.boundary import Boundary, fit_boundary, why_no_boundary
-from clockpizza.example_plots import circles_markdown
-from clockpizza.phases import PHASES
-from clockpizza.plots import (
+from clockpizza.figures import plots_appendix as appendix
+from clockpizza.figures.example_plots import circles_markdown
+from clockpizza.figures.plots import (
     DI,
     GS,
     NON_CIRCULAR_MARK,
@@ -34,7 +32,9 @@ from clockpizza.plots import (
     per_point,
     phase_diagram,
 )
-from clockpizza.selection import main_runs, mlp_order, mlp_runs, transformers, unablated
+from clockpizza.results.boundary import Boundary, fit_boundary, why_no_boundary
+from clockpizza.results.phases import PHASES
+from clockpizza.results.selection import main_runs, mlp_order, mlp_runs, transformers, unablated
 
 # The paper's numbers (Zhong et al. 2023, section 3 and figures 1-2), for comparison only.
 PAPER_STEPS = 20_000
@@ -482,7 +482,7 @@ HOW = """## How it was made
 
 `dvc repro` with the committed `params.yaml`; stages `dataset → train@<width>-<seed> → metrics →
 render`. Load the data with `pandas.read_parquet("metrics/runs.parquet")`; the fitted boundary is
-`clockpizza.boundary.fit_main(runs)`."""
+`clockpizza.results.boundary.fit_main(runs)`."""
 
 
 def build_report(runs: pd.DataFrame, figures: Mapping[str, str], fig1_width: int, *,

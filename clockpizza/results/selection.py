@@ -7,6 +7,7 @@ written before they existed is read as if every run had the default value, so th
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 TRANSFORMER = "transformer"
@@ -84,3 +85,12 @@ def ablation_label(diff_vocab: bool, eqn_sign: bool) -> str:
 
 def layers_label(n: int) -> str:
     return f"{n} layer" if n == 1 else f"{n} layers"
+
+
+def nearest_width(runs: pd.DataFrame, width: int) -> int:
+    """The width in the table nearest to ``width`` on a log scale (ties: the larger)."""
+    widths = np.array(sorted(runs["width"].unique()))
+    if widths.size == 0:
+        raise ValueError("the runs table is empty: nothing to draw")
+    dist = np.abs(np.log2(widths) - np.log2(width))
+    return int(widths[np.flatnonzero(dist == dist.min())[-1]])

@@ -1,6 +1,7 @@
 """Benchmark: our vectorised trainer against a plain loop of the paper's procedure.
 
-    python -m clockpizza.bench [--width 128] [--n-models N] [--steps 50] [--device auto] [--json]
+    python -m clockpizza.tools.bench [--width 128] [--n-models N] [--steps 50] [--device auto]
+                                     [--json]
 
 The last line printed is one JSON object (see :func:`run_benchmark`). The result is also written
 as a row of ``report/benchmarks.md`` (one row per device × width × models × precision, replaced
@@ -27,11 +28,11 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from clockpizza.config import RunSpec
-from clockpizza.data import make_dataset
-from clockpizza.model import TransformerConfig, cross_entropy64
-from clockpizza.table import write_text
-from clockpizza.train import (
+from clockpizza.io.params import RunSpec
+from clockpizza.io.table import write_text
+from clockpizza.science.data import make_dataset
+from clockpizza.science.model import TransformerConfig, cross_entropy64
+from clockpizza.science.train import (
     SplitTensors,
     describe_device,
     model_config,
@@ -257,10 +258,11 @@ def update_report(result: BenchResult, path: Path = REPORT) -> None:
     text = "\n".join([
         "# Training-speed benchmarks",
         "",
-        "Written by `python -m clockpizza.bench` (one row per device × width × models × steps ×",
-        "precision; a new measurement replaces its row). *reference* is the paper's procedure,",
-        "one model at a time with a host read every step; *mfu* is achieved model FLOPs over a",
-        "large fp32 matmul measured in the same run (counting in `clockpizza/bench.py`).",
+        "Written by `python -m clockpizza.tools.bench` (one row per device × width × models ×",
+        "steps × precision; a new measurement replaces its row). *reference* is the paper's",
+        "procedure, one model at a time with a host read every step; *mfu* is achieved model",
+        "FLOPs over a large fp32 matmul measured in the same run (counting in",
+        "`clockpizza/tools/bench.py`).",
         "",
         _HEADER,
         "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
@@ -301,7 +303,7 @@ def _hours(seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m clockpizza.bench", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m clockpizza.tools.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--width", type=int, default=128, help="d_model (default 128)")
     ap.add_argument("--n-models", type=int, default=None,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from clockpizza.boundary import boundary_block
-from clockpizza.config import PhaseConfig
+from clockpizza.io.params import PhaseConfig
+from clockpizza.results.boundary import boundary_block
 
 PHASES = ("pizza", "clock", "non-circular")
 
@@ -55,7 +55,7 @@ def summarize(runs: pd.DataFrame, *, boundary_width: int, n_boot: int,
     The two ends of the attention-rate grid are summarised separately (GS, DI and the circles'
     mean FVE by Q_clock and Q_pizza), so the trend (pizza at low α, clock at high α) is visible
     in one row per experiment. The ``boundary`` block is the fitted pizza/clock line of figure 2
-    (:func:`clockpizza.boundary.boundary_block`), with its transition α read at
+    (:func:`clockpizza.results.boundary.boundary_block`), with its transition α read at
     ``boundary_width`` (render.fig1_width) and a band from ``n_boot`` bootstrap resamples drawn
     with ``boot_seed``.
     """

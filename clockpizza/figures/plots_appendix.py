@@ -6,8 +6,8 @@
   point per run.
 
 Each figure comes with a ``has_*`` test: a figure whose data is not in the table is not drawn
-(the report says which command produces it), never drawn empty. Like :mod:`clockpizza.plots`,
-nothing here imports pyplot or torch.
+(the report says which command produces it), never drawn empty. Like
+:mod:`clockpizza.figures.plots`, nothing here imports pyplot or torch.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from clockpizza.plots import (
+from clockpizza.figures.plots import (
     CMAP,
     DI,
     GS,
@@ -34,7 +34,7 @@ from clockpizza.plots import (
     mark_non_circular,
     per_point,
 )
-from clockpizza.selection import (
+from clockpizza.results.selection import (
     ablation_label,
     layers_label,
     mlp_order,

@@ -2,7 +2,7 @@
 
 Figures never read weights: this module turns the weights of the two example runs into small
 tables (token coordinates on the principal components, the correct-logit table, attention
-weights), and :mod:`clockpizza.example_plots` draws them.
+weights), and :mod:`clockpizza.figures.example_plots` draws them.
 """
 
 from __future__ import annotations
@@ -13,15 +13,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from clockpizza.circles import principal_components
-from clockpizza.config import Params, ParamsError, RenderConfig
-from clockpizza.data import all_pairs, encode
-from clockpizza.metrics import all_pair_logits, correct_logits
-from clockpizza.model import BatchedTransformer, stack
-from clockpizza.pipeline import expected_runs
-from clockpizza.plots import nearest_width
-from clockpizza.selection import main_runs
-from clockpizza.store import RunError, open_run
+from clockpizza.analysis.circles import principal_components
+from clockpizza.analysis.metrics import all_pair_logits, correct_logits
+from clockpizza.io.params import Params, ParamsError, RenderConfig
+from clockpizza.io.store import RunError, expected_runs
+from clockpizza.results.selection import main_runs, nearest_width
+from clockpizza.science.data import all_pairs, encode
+from clockpizza.science.model import BatchedTransformer, stack
+from clockpizza.science.runs import open_run
 
 # Model A of the paper is a clock (α = 1), Model B a pizza (α = 0).
 ROLES = {"clock": 1.0, "pizza": 0.0}
@@ -75,10 +74,10 @@ def load_model(run_dir: Path, run_id: str) -> BatchedTransformer:
 @torch.no_grad()
 def example_tables(model: BatchedTransformer, p: int, role: str, run_id: str,
                    n_pcs: int) -> dict[str, pd.DataFrame]:
-    """The three figure tables (schemas in :mod:`clockpizza.table`) of a one-model batch.
+    """The three figure tables (schemas in :mod:`clockpizza.io.table`) of a one-model batch.
 
     - embedding: every token's coordinate on the first ``n_pcs`` principal components of
-      ``W_E[:p]`` (the same components as :func:`clockpizza.circles.find_circles`).
+      ``W_E[:p]`` (the same components as :func:`clockpizza.analysis.circles.find_circles`).
     - correct_logits: ``L(a, b) = logits(a, b)[(a + b) mod p]`` for all p² pairs.
     - attention: for every layer and head, the weights the last position puts on each position,
       for all p² pairs (the last position is the one the logits are read from).

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from clockpizza.plots import _figure
+from clockpizza.figures.plots import _figure
 
 TITLES = {"clock": "Model A (clock example)", "pizza": "Model B (pizza example)"}
 

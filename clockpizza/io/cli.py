@@ -6,7 +6,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from clockpizza.config import ParamsError
+from clockpizza.io.params import ParamsError
 
 
 def run_stage(name: str, main: Callable[[], None]) -> None:

@@ -13,7 +13,8 @@ import json
 import os
 import platform
 import shutil
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,8 @@ import safetensors
 import torch
 from safetensors.torch import load_file, save_file
 
-from clockpizza.architectures import ArchConfig, derived_sizes, model_config, param_shapes
-from clockpizza.config import RunSpec, group_name
-from clockpizza.table import write_json
+from clockpizza.io.params import Params, group_name, instance_specs
+from clockpizza.io.table import write_json
 
 WEIGHTS, CONFIG, HISTORY = "model.safetensors", "config.json", "history.parquet"
 REQUIRED_CONFIG_KEYS = ("run_id", "attn_rate", "d_model", "n_layers", "n_heads", "p",
@@ -45,19 +45,6 @@ def versions() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "pandas": pd.__version__,
             "safetensors": safetensors.__version__, "clockpizza": clockpizza.__version__}
-
-
-def run_config(spec: RunSpec, cfg: ArchConfig, *, width: int, seed: int,
-               device: str, eval_every: int) -> dict[str, object]:
-    """Everything that defines the run plus where it ran: the config.json beside its weights.
-
-    An attention-free model's ``attn_rate`` is ``null``.
-    """
-    return {
-        "run_id": spec.run_id, **asdict(spec), "width": width, "seed": seed,
-        "group": spec.group, **derived_sizes(cfg), "eval_every": eval_every,
-        "device": device, "versions": versions(),
-    }
 
 
 def write_run(run_dir: Path, weights: dict[str, torch.Tensor], config: dict[str, object],
@@ -81,8 +68,12 @@ class StoredRun:
     weights: dict[str, torch.Tensor]
 
 
-def read_run(run_dir: Path, cfg: ArchConfig, run_id: str) -> StoredRun:
-    """Load and check a run directory; raise RunError naming what is missing or broken."""
+def read_run(run_dir: Path, shapes: Mapping[str, tuple[int, ...]], run_id: str) -> StoredRun:
+    """Load and check a run directory; raise RunError naming what is missing or broken.
+
+    ``shapes`` are the tensor names and shapes the run's architecture has (the caller knows the
+    architecture; the store only knows files).
+    """
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: run directory missing (expected run {run_id}); "
                        "run `dvc repro` to train it")
@@ -105,8 +96,7 @@ def read_run(run_dir: Path, cfg: ArchConfig, run_id: str) -> StoredRun:
         weights = load_file(str(run_dir / WEIGHTS))
     except Exception as e:  # safetensors raises its own error types for truncated headers
         raise RunError(f"{run_dir / WEIGHTS}: unreadable (truncated or corrupt): {e}") from e
-    expected = param_shapes(cfg)
-    if {k: tuple(v.shape) for k, v in weights.items()} != expected:
+    if {k: tuple(v.shape) for k, v in weights.items()} != dict(shapes):
         raise RunError(f"{run_dir / WEIGHTS}: tensor names/shapes do not match the config")
     try:
         pd.read_parquet(run_dir / HISTORY)
@@ -115,17 +105,7 @@ def read_run(run_dir: Path, cfg: ArchConfig, run_id: str) -> StoredRun:
     return StoredRun(run_dir, config, weights)
 
 
-def open_run(run_dir: Path) -> tuple[StoredRun, ArchConfig]:
-    """A run read from its directory alone: the model's shape comes from its config.json.
-
-    For tools that are handed a run directory rather than params (figures, TransformerLens).
-    """
-    path = Path(run_dir) / CONFIG
-    try:
-        config = json.loads(path.read_text())
-        spec = RunSpec(**{f.name: config[f.name] for f in fields(RunSpec) if f.name in config})
-        cfg = model_config(spec)
-        run_id = str(config["run_id"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise RunError(f"{path}: unreadable or incomplete ({e})") from e
-    return read_run(Path(run_dir), cfg, run_id), cfg
+def expected_runs(params: Params, runs_root: str | Path) -> list[tuple[str, list[Path]]]:
+    """(group, run directories) of exactly the grid in params, never a directory glob."""
+    return [(name, [Path(runs_root) / name / spec.run_id for spec in specs])
+            for name, specs in instance_specs(params)]

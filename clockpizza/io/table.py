@@ -42,19 +42,19 @@ RUNS_SCHEMA = pa.schema([
     ("distance_irrelevance", pa.float64()),
     ("circularity", pa.float64()),
     ("param_norm", pa.float64()),
-    # circle evidence, a summary of the run's rows in circles.parquet (clockpizza.circles)
+    # circle evidence, a summary of the run's rows in circles.parquet (clockpizza.analysis.circles)
     ("n_circles", pa.int64()),
     ("dominant_circle_type", pa.string()),  # type of the circle of largest variance share
     ("fve_clock_mean", pa.float64()),  # mean over the run's circles; NaN without circles
     ("fve_pizza_mean", pa.float64()),
     ("clock_circle_share", pa.float64()),  # share of the circles' variance in clock circles
     ("pizza_circle_share", pa.float64()),  # ... in pizza and accompanying circles
-    ("phase", pa.string()),  # pizza / clock / non-circular (rule: clockpizza.phases)
+    ("phase", pa.string()),  # pizza / clock / non-circular (rule: clockpizza.results.phases)
 ])
 RUN_COLUMNS: tuple[str, ...] = tuple(RUNS_SCHEMA.names)
 
-# A row per circle of a run's embedding (SPEC.md "Per-circle analysis"; clockpizza.circles says
-# exactly how each number is computed).
+# A row per circle of a run's embedding (SPEC.md "Per-circle analysis";
+# clockpizza.analysis.circles says exactly how each number is computed).
 CIRCLES_SCHEMA = pa.schema([
     ("run_id", pa.string()),
     ("circle", pa.int64()),  # 0, 1, ... in the order of the circle's first component

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
@@ -59,3 +61,12 @@ def all_pairs(p: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor,
     """Operands (a, b) of all p² pairs in (a, b) row-major order, so ``.view(p, p)`` is [a, b]."""
     idx = torch.arange(p * p, device=device)
     return idx // p, idx % p
+
+
+def load_dataset(path: str | Path, p: int) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; run `dvc repro dataset` first")
+    df = pd.read_parquet(path)
+    check_dataset(df, p, str(path))
+    return df

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from clockpizza.model import TransformerConfig, param_shapes
-from clockpizza.store import open_run
+from clockpizza.science.model import TransformerConfig, param_shapes
+from clockpizza.science.runs import open_run
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -33,7 +33,7 @@ def _transformer_lens() -> Any:
     try:
         import transformer_lens
     except ImportError as e:
-        raise ImportError("clockpizza.interop needs TransformerLens: "
+        raise ImportError("clockpizza.tools.interop needs TransformerLens: "
                           "pip install -e \".[tl]\" (transformer-lens>=2,<4)") from e
     if not hasattr(transformer_lens, "HookedTransformerConfig"):
         raise ImportError("TransformerLens 4.0 removed HookedTransformer; "
@@ -99,8 +99,8 @@ def hooked_from_weights(weights: Mapping[str, Tensor], cfg: TransformerConfig,
 def to_hooked_transformer(run_dir: str | Path) -> HookedTransformer:
     """The saved run in ``run_dir`` (``runs/<group>/<run_id>``) as a ``HookedTransformer``.
 
-    Tokens are ``[a, b]`` (see :func:`clockpizza.data.encode`); the prediction is the logits at
-    the last position: ``model(tokens)[:, -1]``.
+    Tokens are ``[a, b]`` (see :func:`clockpizza.science.data.encode`); the prediction is the
+    logits at the last position: ``model(tokens)[:, -1]``.
     """
     run, cfg = open_run(Path(run_dir))  # checks every file and shape
     return hooked_from_weights(run.weights, cfg, float(run.config["attn_rate"]))

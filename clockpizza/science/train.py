@@ -23,17 +23,17 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from clockpizza.architectures import (
+from clockpizza.io.params import RunSpec
+from clockpizza.io.table import atomic_write
+from clockpizza.science.architectures import (
     ArchConfig,
     BatchedModel,
     init_model,
     model_config,
     param_shapes,
 )
-from clockpizza.config import RunSpec
-from clockpizza.data import encode
-from clockpizza.model import TransformerConfig, cross_entropy64
-from clockpizza.table import atomic_write
+from clockpizza.science.data import encode
+from clockpizza.science.model import TransformerConfig, cross_entropy64
 
 HISTORY_COLUMNS = ("step", "train_loss", "test_loss", "train_acc", "test_acc")
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from clockpizza.selection import main_runs
+from clockpizza.results.selection import main_runs
 
 PIZZA = "pizza"
 CLOCK = "clock"

@@ -48,9 +48,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from clockpizza.data import all_pairs, encode
-from clockpizza.model import BatchedTransformer
-from clockpizza.table import CIRCLE_COLUMNS
+from clockpizza.io.table import CIRCLE_COLUMNS
+from clockpizza.science.data import all_pairs, encode
+from clockpizza.science.model import BatchedTransformer
 
 CIRCLE_TYPES = ("clock", "pizza", "accompanying", "none")
 TEMPLATES = ("clock", "pizza", "accompanying")  # order of the FVE columns

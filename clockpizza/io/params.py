@@ -314,7 +314,7 @@ class RenderConfig:
 
 @dataclass(frozen=True)
 class BoundaryConfig:
-    """The bootstrap of the fitted phase boundary (clockpizza.boundary)."""
+    """The bootstrap of the fitted phase boundary (clockpizza.results.boundary)."""
 
     n_boot: int
     boot_seed: int

@@ -11,7 +11,7 @@ orientation like the transformer's):
 - D: ``relu(L1(concat(E[a], E[b])))``, embeddings of width h/2.
 - X: ``relu(L1(E1[a] + E2[b]))``               — a separate embedding per operand.
 
-Like :class:`~clockpizza.model.BatchedTransformer`, every parameter carries a leading model
+Like :class:`~clockpizza.science.model.BatchedTransformer`, every parameter carries a leading model
 dimension ``M`` and ``model_params(i)`` is model i's checkpoint. Names in the checkpoint:
 ``embed.W_E``, ``embed2.W_E`` (X only: the b operand's embedding), ``l1.weight [h, d_in]``,
 ``l1.bias [h]``, ``l2.weight [h, h]``, ``l2.bias [h]`` (B and C), ``unembed.W_U [h, p]``.
@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clockpizza.config import MLP_MODELS as FAMILY
-from clockpizza.model import Batched, split_checked, stack
+from clockpizza.io.params import MLP_MODELS as FAMILY
+from clockpizza.science.model import Batched, split_checked, stack
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """The paper's per-model metrics (SPEC.md, "Metrics"), batched over a leading model dimension.
 
-They take any batched model of :mod:`clockpizza.architectures` (transformer or attention-free),
-and the run's token encoding (``diff_vocab``, ``eqn_sign``): with ``diff_vocab`` operand b is token
-b + p, so its embedding is ``W_E[b + p]``.
+They take any batched model of :mod:`clockpizza.science.architectures` (transformer or
+attention-free), and the run's token encoding (``diff_vocab``, ``eqn_sign``): with ``diff_vocab``
+operand b is token b + p, so its embedding is ``W_E[b + p]``.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from clockpizza.architectures import BatchedModel
-from clockpizza.data import all_pairs, encode
+from clockpizza.science.architectures import BatchedModel
+from clockpizza.science.data import all_pairs, encode
 
 
 @torch.no_grad()

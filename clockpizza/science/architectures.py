@@ -1,10 +1,12 @@
 """Which network a run is, and how to build one: the one place that knows both model kinds.
 
 The trainer, the run store and the metrics go through these functions, so they work the same for
-the batched transformer (:mod:`clockpizza.model`) and the attention-free family
-(:mod:`clockpizza.mlp_family`). Both kinds share one interface: ``forward(tokens [B, n_ctx]) ->
-[M, B, V]``, ``forward_embedded``, ``embed_tokens``, ``embed.W_E``, ``n_models``,
-``model_params(i)`` and an ``attn_rate`` buffer ``[M]`` (NaN for the attention-free models).
+the batched transformer (:mod:`clockpizza.science.model`) and the attention-free family
+(:mod:`clockpizza.science.mlp_family`). Both kinds share one interface:
+``forward(tokens [B, n_ctx]) -> [M, B, V]``, ``forward_embedded``, ``embed_tokens``,
+``embed.W_E``, ``n_models``, ``model_params(i)`` and an ``attn_rate`` buffer ``[M]`` (NaN for
+the attention-free
+models).
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from clockpizza.config import TRANSFORMER, RunSpec
-from clockpizza.data import context_length, vocab_size
-from clockpizza.mlp_family import BatchedMLP, MLPConfig
-from clockpizza.mlp_family import param_shapes as mlp_param_shapes
-from clockpizza.model import BatchedTransformer, TransformerConfig
-from clockpizza.model import param_shapes as transformer_param_shapes
+from clockpizza.io.params import TRANSFORMER, RunSpec
+from clockpizza.science.data import context_length, vocab_size
+from clockpizza.science.mlp_family import BatchedMLP, MLPConfig
+from clockpizza.science.mlp_family import param_shapes as mlp_param_shapes
+from clockpizza.science.model import BatchedTransformer, TransformerConfig
+from clockpizza.science.model import param_shapes as transformer_param_shapes
 
 ArchConfig = TransformerConfig | MLPConfig
 BatchedModel = BatchedTransformer | BatchedMLP

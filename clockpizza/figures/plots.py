@@ -18,9 +18,9 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from clockpizza.boundary import Boundary, fit_boundary, why_no_boundary
-from clockpizza.selection import main_runs
-from clockpizza.table import atomic_write
+from clockpizza.io.table import atomic_write
+from clockpizza.results.boundary import Boundary, fit_boundary, why_no_boundary
+from clockpizza.results.selection import main_runs, nearest_width
 
 GS, DI = "gradient_symmetricity", "distance_irrelevance"
 LABELS = {GS: "gradient symmetricity", DI: "distance irrelevance", "attn_rate": "attention rate α"}
@@ -37,15 +37,6 @@ def _figure(figsize: tuple[float, float]) -> Figure:
     sns.set_theme(style="whitegrid", context="paper")
     mpl.rcParams["svg.hashsalt"] = "clockpizza"  # SVG element ids are random unless salted
     return Figure(figsize=figsize, layout="constrained")
-
-
-def nearest_width(runs: pd.DataFrame, width: int) -> int:
-    """The width in the table nearest to ``width`` on a log scale (ties: the larger)."""
-    widths = np.array(sorted(runs["width"].unique()))
-    if widths.size == 0:
-        raise ValueError("the runs table is empty: nothing to draw")
-    dist = np.abs(np.log2(widths) - np.log2(width))
-    return int(widths[np.flatnonzero(dist == dist.min())[-1]])
 
 
 def _scatter(ax: Axes, df: pd.DataFrame, x: str, y: str, hue: str, *, marker: str = "o",
@@ -128,8 +119,8 @@ def phase_diagram(runs: pd.DataFrame, *, n_boot: int = 200, boot_seed: int = 0) 
 
     Draws the 1-layer transformer runs without ablations (:func:`main_runs`), the fitted
     pizza/clock boundary with its 95 % bootstrap band (``n_boot`` resamples drawn with
-    ``boot_seed``; :mod:`clockpizza.boundary`), or says why there is none, and an 'x' on grid
-    points where most runs are non-circular.
+    ``boot_seed``; :mod:`clockpizza.results.boundary`), or says why there is none, and an 'x' on
+    grid points where most runs are non-circular.
     """
     runs = main_runs(runs)
     means = grid_means(runs)

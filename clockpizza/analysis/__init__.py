@@ -1,0 +1,1 @@
+"""Measuring trained models: the paper's metrics, the circles, the mechanism figures' data."""

@@ -1,0 +1,121 @@
+"""The metrics stage's work: every run of the grid in params measured, as the runs and circles
+tables, and the grid's training wall time."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from clockpizza.analysis.circles import analyse_models, run_summary
+from clockpizza.analysis.metrics import gs_triples, model_metrics
+from clockpizza.io.params import Params, instance_specs, shape_groups
+from clockpizza.io.store import expected_runs
+from clockpizza.io.table import CIRCLE_COLUMNS
+from clockpizza.results.phases import classify
+from clockpizza.science.architectures import load_model, model_config
+from clockpizza.science.model import BatchedTransformer, stack
+from clockpizza.science.runs import read_spec_run
+from clockpizza.science.train import resolve_device
+
+
+def collect_timing(params: Params, runs_root: str | Path) -> dict[str, object]:
+    """Training wall time of the grid, from the ``timing`` each run's config.json records.
+
+    The shape read by :func:`clockpizza.figures.report.load_timing`: the total over groups
+    and one entry per (width, seed) group (chunks of a group add up).
+    """
+    groups = []
+    for name, dirs in expected_runs(params, runs_root):
+        chunks: dict[str, dict[str, object]] = {}
+        device = ""
+        for d in dirs:
+            config = json.loads((d / "config.json").read_text())
+            device = str(config.get("device", ""))
+            if isinstance(config.get("timing"), dict):
+                chunks[str(config["timing"]["chunk"])] = config["timing"]
+        groups.append({
+            "group": name,
+            "wall_s": round(sum(float(c["wall_s"]) for c in chunks.values()), 3),
+            "n_models": len(dirs), "steps": params.train.steps, "device": device,
+        })
+    return {"total_wall_s": round(sum(g["wall_s"] for g in groups), 3), "groups": groups}
+
+
+@dataclass(frozen=True)
+class MetricsTables:
+    runs: pd.DataFrame  # a row per run (table.RUNS_SCHEMA)
+    circles: pd.DataFrame  # a row per circle of each run (table.CIRCLES_SCHEMA)
+
+
+def collect_runs(params: Params, runs_root: str | Path, dataset: pd.DataFrame,
+                 device: torch.device | None = None) -> pd.DataFrame:
+    """The runs table alone (see :func:`collect_tables`)."""
+    return collect_tables(params, runs_root, dataset, device).runs
+
+
+def collect_tables(params: Params, runs_root: str | Path, dataset: pd.DataFrame,
+                   device: torch.device | None = None) -> MetricsTables:
+    """Load every run of the grid, compute its metrics and circles, and return both tables.
+
+    The grid is exactly the one in params: the transformer instances (every combination of the
+    transformer axes) and the attention-free models. Every missing or damaged run is reported,
+    by name, before any metric is computed.
+    """
+    device = device or resolve_device(params.train.device)
+    errors: list[str] = []
+    groups = []
+    for name, instance in instance_specs(params):
+        for specs in shape_groups(instance):
+            cfg = model_config(specs[0])
+            stored = []
+            for spec in specs:
+                try:
+                    stored.append(read_spec_run(Path(runs_root) / name / spec.run_id, cfg,
+                                           spec.run_id))
+                except RuntimeError as e:
+                    errors.append(str(e))
+            groups.append((specs, cfg, stored))
+    if errors:
+        raise RuntimeError("the runs of the grid in params.yaml are not all present and whole:\n  "
+                           + "\n  ".join(errors))
+
+    p = params.data.p
+    n_triples = params.metrics.gs_triples
+    triples = gs_triples(p, n_triples, params.metrics.gs_seed) if n_triples else None  # None: all
+    is_train = torch.as_tensor(dataset["is_train"].to_numpy(copy=True), device=device)
+    rows, circle_frames = [], []
+    c = params.circles
+    for specs, cfg, stored in groups:
+        s0 = specs[0]
+        model = load_model(cfg, stack([r.weights for r in stored]),
+                           [s.attn_rate for s in specs]).to(device)
+        values = model_metrics(model, p, triples, params.metrics.n_components, is_train,
+                               diff_vocab=s0.diff_vocab, eqn_sign=s0.eqn_sign)
+        cols = {k: v.detach().cpu().tolist() for k, v in values.items()}
+        if isinstance(model, BatchedTransformer):
+            circles = analyse_models(model, p, max_circles=c.max_circles,
+                                     min_var_share=c.min_var_share, min_fve=c.min_fve,
+                                     diff_vocab=s0.diff_vocab, eqn_sign=s0.eqn_sign)
+        else:  # the attention-free family: no circle analysis (SPEC's templates are for α-models)
+            circles = [pd.DataFrame(columns=[k for k in CIRCLE_COLUMNS if k != "run_id"])
+                       for _ in specs]
+        for i, (spec, run) in enumerate(zip(specs, stored, strict=True)):
+            circle_frames.append(circles[i].assign(run_id=spec.run_id))
+            rows.append({
+                "run_id": spec.run_id, "family": spec.family,
+                "attn_rate": float("nan") if spec.attn_rate is None else spec.attn_rate,
+                "width": spec.d_model, "seed": spec.init_seed, "n_layers": spec.n_layers,
+                "n_heads": spec.n_heads, "act": spec.act, "diff_vocab": spec.diff_vocab,
+                "eqn_sign": spec.eqn_sign, "p": p, "split_seed": spec.split_seed,
+                "steps": spec.steps, "precision": spec.precision, "device": run.config["device"],
+                **{k: v[i] for k, v in cols.items()}, **run_summary(circles[i]),
+            })
+    runs = pd.DataFrame(rows)
+    runs["phase"] = classify(runs, params.phase)
+    circle_table = pd.concat([f for f in circle_frames if not f.empty] or
+                             [pd.DataFrame(columns=list(CIRCLE_COLUMNS))], ignore_index=True)
+    return MetricsTables(runs, circle_table[list(CIRCLE_COLUMNS)])

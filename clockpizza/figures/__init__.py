@@ -1,0 +1,1 @@
+"""Figures and the report, pure functions of the tables (torch-free)."""

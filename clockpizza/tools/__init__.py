@@ -1,0 +1,1 @@
+"""Tools beside the pipeline: the training benchmark and the TransformerLens export."""
