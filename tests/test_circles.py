@@ -13,6 +13,7 @@ from torch import Tensor
 
 from clockpizza.analysis.circles import (
     analyse_models,
+    centre_outputs,
     find_circles,
     fve,
     half_frequency,
@@ -54,12 +55,20 @@ def q_acc(p: int, k: int) -> np.ndarray:
 
 
 def naive_fve(logits: np.ndarray, template: np.ndarray) -> float:
-    """R² of the least-squares fit logits ≈ β₀ + β₁ · template over all p³ entries."""
-    y = logits.ravel()
-    x = np.stack([np.ones_like(y), template.ravel()], axis=1)
-    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
-    resid = y - x @ beta
-    return 1.0 - float(resid @ resid) / float(((y - y.mean()) ** 2).sum())
+    """The authors' notebook: sklearn's ``explained_variance_score(y, ŷ) = 1 − Var(y − ŷ) / Var(y)``
+    with y and ŷ the logits and the template, each standardised over all p³ entries."""
+    y = (logits.ravel() - logits.mean()) / logits.std()
+    y_hat = (template.ravel() - template.mean()) / template.std()
+    return 1.0 - float(np.var(y - y_hat)) / float(np.var(y))
+
+
+def naive_fve_centred(logits: np.ndarray, template: np.ndarray) -> float:
+    """The same after subtracting the mean over (a, b) at each c, written as explicit loops."""
+    p = logits.shape[0]
+    out = logits.copy()
+    for c in range(p):
+        out[:, :, c] -= sum(logits[a, b, c] for a in range(p) for b in range(p)) / p**2
+    return naive_fve(out, template)
 
 
 def all_fves(logits: np.ndarray, k: int) -> list[float]:
@@ -96,18 +105,27 @@ def test_a_clock_logit_tensor_is_explained_by_the_clock_template(
     clock, pizza, acc = all_fves(3.0 * tensors["clock"] - 1.5, 7)
     assert clock == pytest.approx(1.0, abs=1e-9)
     # The two templates overlap: Q_pizza's c-dependence is close to cos(w(a+b−c)) and its
-    # amplitude 2|cos(w(a−b)/2)| has mean²/mean-square 8/π² ≈ 0.81, so FVE_pizza of a pure clock
-    # is ≈ 0.80, clearly below 1; Q_acc lives at another frequency.
-    assert pizza < 0.85 and acc < 0.01
+    # amplitude 2|cos(w(a−b)/2)| has mean²/mean-square 8/π² ≈ 0.81, so ρ² ≈ 0.80 and the paper's
+    # FVE 2ρ − 1 ≈ 0.79 for a pure clock, clearly below 1; Q_acc lives at another frequency
+    # (ρ ≈ 0: FVE −1, the signed score of an unrelated template).
+    assert pizza < 0.85 and acc == pytest.approx(-1.0, abs=1e-6)
     assert pizza == pytest.approx(naive_fve(tensors["clock"], tensors["pizza"]), abs=1e-9)
 
 
 def test_a_pizza_logit_tensor_is_explained_by_the_pizza_template(
         tensors: dict[str, np.ndarray]) -> None:
-    clock, pizza, acc = all_fves(-2.0 * tensors["pizza"] + 4.0, 7)
+    clock, pizza, acc = all_fves(2.0 * tensors["pizza"] + 4.0, 7)
     assert pizza == pytest.approx(1.0, abs=1e-9)
-    assert clock < 0.85 and acc < 0.01  # the same overlap as above, seen from the other side
+    assert clock < 0.85 and acc < -0.99  # the same overlap as above, seen from the other side
     assert clock == pytest.approx(naive_fve(tensors["pizza"], tensors["clock"]), abs=1e-9)
+
+
+def test_the_fve_is_signed_as_the_papers(tensors: dict[str, np.ndarray]) -> None:
+    # explained_variance_score of standardised tensors is 2ρ − 1: a logit tensor that is the
+    # template upside down (ρ = −1) scores −3, one unrelated to it (ρ = 0) −1; never ρ².
+    flipped = all_fves(-tensors["pizza"], 7)[1]
+    assert flipped == pytest.approx(-3.0, abs=1e-9)
+    assert flipped == pytest.approx(naive_fve(-tensors["pizza"], tensors["pizza"]), abs=1e-9)
 
 
 def test_an_accompanying_logit_tensor_is_explained_by_q_acc(
@@ -125,6 +143,20 @@ def test_fve_is_the_r2_of_an_affine_fit_on_a_noisy_mixture(
     want = [naive_fve(logits, tensors[t]) for t in ("clock", "pizza")]
     assert got[:2] == pytest.approx(want, abs=1e-9)
     assert 0.2 < got[0] < 0.9 and 0.2 < got[1] < 0.9
+
+
+def test_the_centred_fve_sees_through_an_output_bias(tensors: dict[str, np.ndarray]) -> None:
+    # A circle's logits plus a profile over the output c alone (what the rest of a clock adds
+    # when its other circles sit at their mean): no template can explain the profile, so the
+    # paper's FVE drops; the centred FVE removes it and finds the clock again.
+    rng = np.random.default_rng(1)
+    bias = 3.0 * rng.standard_normal(P)[None, None, :]
+    logits = tensors["clock"] + bias
+    paper = all_fves(logits, 7)[0]
+    centred = fve(centre_outputs(torch.from_numpy(logits)), templates(P, 7)).tolist()[0]
+    assert paper < 0.2
+    assert centred == pytest.approx(1.0, abs=1e-9)
+    assert centred == pytest.approx(naive_fve_centred(logits, tensors["clock"]), abs=1e-9)
 
 
 # ---------------------------------------------------------------------------------------------

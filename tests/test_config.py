@@ -149,7 +149,8 @@ def test_steps_must_be_at_least_one(base: dict[str, Any], steps: object) -> None
     ("circles.max_circles", 0, "integer >= 1"),
     ("circles.max_circles", 2.5, "integer >= 1"),
     ("circles.min_var_share", 1.0, "[0.0, 1.0)"),
-    ("circles.min_fve", -0.1, "[0.0, 1.0]"),
+    ("circles.min_fve", -1.5, "[-1.0, 1.0]"),
+    ("circles.type_from", "rho2", "paper, centred"),
     ("render.clock_run_id", "abc", "run id (12 hex digits"),
     ("render.pizza_run_id", 12, "run id (12 hex digits"),
 ])

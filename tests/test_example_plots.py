@@ -45,14 +45,17 @@ def tables(role: str = "pizza", k: int = 3) -> dict[str, pd.DataFrame]:
                            for h in range(4) for key in (0, 1)], ignore_index=True)
     circles = pd.DataFrame([
         {"run_id": RUN, "circle": 0, "pc_a": 0, "pc_b": 1, "freq": k, "var_share": 0.8,
-         "circularity": 1.0, "fve_clock": 0.8, "fve_pizza": 0.99, "fve_acc": 0.0,
+         "circularity": 1.0, "fve_clock": 0.75, "fve_pizza": 0.99, "fve_acc": -1.0,
+         "fve_clock_centred": 0.76, "fve_pizza_centred": 0.99, "fve_acc_centred": -1.0,
          "type": "pizza"},
         {"run_id": RUN, "circle": 1, "pc_a": 2, "pc_b": 3, "freq": 2 * k, "var_share": 0.2,
-         "circularity": 1.0, "fve_clock": 0.0, "fve_pizza": 0.0, "fve_acc": 0.97,
+         "circularity": 1.0, "fve_clock": -1.0, "fve_pizza": -1.0, "fve_acc": 0.97,
+         "fve_clock_centred": -1.0, "fve_pizza_centred": -1.0, "fve_acc_centred": 0.97,
          "type": "accompanying"},
         {"run_id": "another_run_", "circle": 0, "pc_a": 0, "pc_b": 1, "freq": 5,
-         "var_share": 0.9, "circularity": 1.0, "fve_clock": 0.99, "fve_pizza": 0.8,
-         "fve_acc": 0.0, "type": "clock"},
+         "var_share": 0.9, "circularity": 1.0, "fve_clock": 0.99, "fve_pizza": 0.79,
+         "fve_acc": -1.0, "fve_clock_centred": 0.99, "fve_pizza_centred": 0.79,
+         "fve_acc_centred": -1.0, "type": "clock"},
     ])
     run = pd.Series({"run_id": RUN, "attn_rate": 0.0, "width": 64, "seed": 0,
                      "gradient_symmetricity": 0.99, "distance_irrelevance": 0.35,
@@ -171,4 +174,4 @@ def test_report_section_names_the_runs_and_tabulates_their_circles() -> None:
     assert "### Model B: run `0123456789ab` (α = 0" in text
     assert "![Model B](figures/b.png)" in text
     # Circle 2 of Model B, with the components numbered from 1.
-    assert "| 2 | 3, 4 | 6 | 0.200 | 1.000 | 0.000 | 0.000 | 0.970 | accompanying |" in text
+    assert "| 2 | 3, 4 | 6 | 0.200 | 1.000 | -1.000 | -1.000 | 0.970 | accompanying |" in text

@@ -18,6 +18,7 @@ from clockpizza.analysis.metrics import (
     distance_irrelevance,
     gradient_symmetricity,
     gs_triples,
+    largest_incorrect_logits,
     model_metrics,
     split_scores,
 )
@@ -310,8 +311,9 @@ def test_model_metrics_of_a_model_do_not_depend_on_its_batch() -> None:
     got = model_metrics(group, p, triples, 4, is_train)
     want = model_metrics(alone, p, triples, 4, is_train)
     assert set(got) == {"train_loss", "test_loss", "train_acc", "test_acc",
-                        "gradient_symmetricity", "distance_irrelevance", "circularity",
-                        "param_norm"}
+                        "gradient_symmetricity", "gradient_symmetricity_exact",
+                        "distance_irrelevance", "distance_irrelevance_correct", "circularity",
+                        "circularity_published", "param_norm"}
     for k, v in want.items():
         assert got[k][1].item() == pytest.approx(v[0].item(), rel=1e-5, abs=1e-6), k
     assert got["gradient_symmetricity"][0].item() != pytest.approx(
@@ -332,3 +334,55 @@ def test_exact_gs_is_the_mean_over_every_triple_and_100_triples_estimate_it() ->
     sample = gradient_symmetricity(model, p, gs_triples(p, 100, 0))
     spread = per_triple.std(dim=0) / 10  # standard error of a 100-triple mean
     assert ((sample - exact).abs() < 4 * spread + 1e-9).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# The published tables' variants
+
+
+def test_the_published_di_reads_the_largest_incorrect_logit() -> None:
+    p = 7
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, p * p, p + 3, generator=gen)  # a vocabulary larger than p, as ablated
+    got = largest_incorrect_logits(logits, p)
+    for m in range(2):
+        for a in range(p):
+            for b in range(p):
+                row = logits[m, a * p + b].tolist()
+                want = max(x for c, x in enumerate(row) if c != (a + b) % p)
+                assert got[m, a, b].item() == want
+    # A clock-like correct logit does not make the wrong-logit DI a clock's: they differ.
+    assert distance_irrelevance(got).shape == (2,)
+
+
+def naive_circularity_all_rows(rows: np.ndarray, p: int, n: int) -> float:
+    """The notebook's variant by hand: PCA (centred SVD) over every row, the DFT of each
+    component's first p entries, normalised by the component's energy over all rows."""
+    x = rows - rows.mean(axis=0)
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    out = []
+    for j in range(n):
+        v = u[:, j] * s[j]
+        spectrum = [abs(sum(v[t] * cmath.exp(-2j * math.pi * k * t / p) for t in range(p))) ** 2
+                    for k in range(p)]
+        best = max(spectrum[k] + (spectrum[p - k] if p - k != k else 0.0)
+                   for k in range(1, p // 2 + 1))
+        out.append(best / (p * float((v ** 2).sum())))
+    return statistics.fmean(out)
+
+
+def test_circularity_published_equals_specs_without_extra_rows_and_differs_with_them() -> None:
+    p, d = 13, 10
+    gen = torch.Generator().manual_seed(0)
+    t = torch.arange(p, dtype=torch.float64)
+    ring = torch.stack([torch.cos(2 * math.pi * 3 * t / p), torch.sin(2 * math.pi * 3 * t / p)],
+                       dim=1)
+    w = torch.cat([ring, 0.05 * torch.randn(p, d - 2, generator=gen, dtype=torch.float64)], 1)
+    spec = circularity(w, 2).item()
+    assert circularity(w, 2, p=p).item() == pytest.approx(spec, abs=1e-12)
+    # diff_vocab-like: p more rows (operand b's tokens), here unrelated to the circle.
+    extra = torch.cat([w, torch.randn(p, d, generator=gen, dtype=torch.float64)])
+    got = circularity(extra, 2, p=p).item()
+    assert got == pytest.approx(naive_circularity_all_rows(extra.numpy(), p, 2), abs=1e-9)
+    assert circularity(extra[:p], 2).item() == pytest.approx(spec, abs=1e-12)
+    assert got < spec - 0.2

@@ -23,9 +23,10 @@ What is computed, precisely, so that an independent implementation can be compar
 6. **Logit tensor.** With that embedding, ``L[a, b, c] = logits(a, b)[c]`` for every pair
    (a, b) and every c in 0..p-1: a p × p × p tensor.
 7. **FVE.** The logit tensor and each template are standardised over all p³ entries (mean 0,
-   population standard deviation 1); the FVE of a template is the square of the mean of their
-   elementwise product, i.e. the squared Pearson correlation over the p³ entries, i.e. the R²
-   of the least-squares fit ``L ≈ β₀ + β₁ Q``. With w = 2πk/p (k the circle's frequency):
+   population standard deviation 1); the FVE of a template is the paper's: its notebook's
+   ``explained_variance_score(standardised logits, standardised template)``, which for
+   standardised tensors is ``2ρ − 1`` with ρ their Pearson correlation over the p³ entries
+   (signed: an unrelated template scores −1, not 0). With w = 2πk/p (k the circle's frequency):
 
    - ``Q_clock = cos(w(a + b − c))``
    - ``Q_pizza = 2|cos(w(a − b)/2)| · (|cos(w(a + b − c)/2)| − |sin(w(a + b − c)/2)|)``
@@ -34,8 +35,15 @@ What is computed, precisely, so that an independent implementation can be compar
      (SPEC.md), so the template is evaluated at half the circle's own frequency (mod p; needs an
      odd p, otherwise FVE_acc is NaN). For p = 59, a circle at k = 10 is tested against the
      Q_acc of the pizza at k = 5.
+
+   The *centred* FVE (``fve_*_centred``) is the same after the logits' mean over (a, b) at each
+   c is subtracted. Every template has a constant mean over (a, b) at each c, so that part of
+   the logits (how the rest of the network, fed the mean embedding, favours some outputs over
+   others) is variance no template can explain; in a clock whose circles differ in size it
+   dominates the smaller circles' tensors (the authors' Model B, README "Circles").
 8. **Type.** The template of largest FVE ("clock", "pizza", "accompanying"), or "none" when all
-   three are below ``min_fve``.
+   three are below ``min_fve``; the paper's FVE by default, the centred one with
+   ``circles.type_from: centred``.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ from clockpizza.science.data import all_pairs, encode
 from clockpizza.science.model import BatchedTransformer
 
 CIRCLE_TYPES = ("clock", "pizza", "accompanying", "none")
+FVE_SOURCES = ("paper", "centred")  # circles.type_from
 TEMPLATES = ("clock", "pizza", "accompanying")  # order of the FVE columns
 
 # One forward pass holds about p² · 12 · d_model floats per model copy (residual, keys, values,
@@ -181,12 +190,19 @@ def _standardise(x: Tensor) -> Tensor:
 
 
 def fve(logits: Tensor, template: Tensor) -> Tensor:
-    """Fraction of variance of logit tensors ``[..., p, p, p]`` explained by templates.
+    """Fraction of variance of logit tensors ``[..., p, p, p]`` explained by templates, the paper's.
 
-    Both are standardised over their p³ entries; the result is the squared mean of the product
-    (the squared correlation), broadcast over the leading dimensions.
+    Both are standardised over their p³ entries; the result is sklearn's
+    ``explained_variance_score`` of one by the other, ``1 − Var(L̂ − Q̂) / Var(L̂) = 2ρ − 1``
+    (ρ the mean of the product, their correlation), signed, broadcast over leading dimensions.
     """
-    return (_standardise(logits.double()) * _standardise(template.double())).mean(dim=-1).square()
+    rho = (_standardise(logits.double()) * _standardise(template.double())).mean(dim=-1)
+    return 2 * rho - 1
+
+
+def centre_outputs(logits: Tensor) -> Tensor:
+    """Logit tensors ``[..., p(a), p(b), p(c)]`` less their mean over (a, b) at each c."""
+    return logits - logits.mean(dim=(-3, -2), keepdim=True)
 
 
 def circle_type(fves: tuple[float, float, float], min_fve: float) -> str:
@@ -223,13 +239,18 @@ def logit_tensors(model: BatchedTransformer, model_index: list[int], w_e: Tensor
 
 
 def analyse_models(model: BatchedTransformer, p: int, *, max_circles: int, min_var_share: float,
-                   min_fve: float, diff_vocab: bool = False,
+                   min_fve: float, type_from: str = "paper", diff_vocab: bool = False,
                    eqn_sign: bool = False) -> list[pd.DataFrame]:
     """Circles and their FVEs for every model of a batch: one frame per model.
+
+    ``type_from`` is "paper" (circle types from the paper's FVE) or "centred" (from the
+    centred FVE, module doc step 7).
 
     Each frame has the columns of ``CIRCLE_COLUMNS`` except ``run_id`` (left for the caller),
     one row per circle, in the order of :func:`find_circles`.
     """
+    if type_from not in FVE_SOURCES:
+        raise ValueError(f"type_from = {type_from!r}: must be one of {', '.join(FVE_SOURCES)}")
     w_all = model.embed.W_E.detach()
     found: list[tuple[int, Components, Circle]] = []
     for i in range(model.n_models):
@@ -245,11 +266,14 @@ def analyse_models(model: BatchedTransformer, p: int, *, max_circles: int, min_v
         if c.freq not in cache:
             cache[c.freq] = templates(p, c.freq)
         f = fve(logits, cache[c.freq]).tolist()
+        g = fve(centre_outputs(logits), cache[c.freq]).tolist()
+        typed = f if type_from == "paper" else g
         rows[i].append({
             "circle": c.index, "pc_a": c.pc_a, "pc_b": c.pc_b, "freq": c.freq,
             "var_share": c.var_share, "circularity": c.circularity,
             "fve_clock": f[0], "fve_pizza": f[1], "fve_acc": f[2],
-            "type": circle_type((f[0], f[1], f[2]), min_fve),
+            "fve_clock_centred": g[0], "fve_pizza_centred": g[1], "fve_acc_centred": g[2],
+            "type": circle_type((typed[0], typed[1], typed[2]), min_fve),
         })
     cols = [c for c in CIRCLE_COLUMNS if c != "run_id"]
     return [pd.DataFrame(r, columns=cols) for r in rows]

@@ -99,6 +99,7 @@ def collect_tables(params: Params, runs_root: str | Path, dataset: pd.DataFrame,
         if isinstance(model, BatchedTransformer):
             circles = analyse_models(model, p, max_circles=c.max_circles,
                                      min_var_share=c.min_var_share, min_fve=c.min_fve,
+                                     type_from=c.type_from,
                                      diff_vocab=s0.diff_vocab, eqn_sign=s0.eqn_sign)
         else:  # the attention-free family: no circle analysis (SPEC's templates are for α-models)
             circles = [pd.DataFrame(columns=[k for k in CIRCLE_COLUMNS if k != "run_id"])
@@ -113,6 +114,7 @@ def collect_tables(params: Params, runs_root: str | Path, dataset: pd.DataFrame,
                 "eqn_sign": spec.eqn_sign, "p": p, "split_seed": spec.split_seed,
                 "steps": spec.steps, "precision": spec.precision, "device": run.config["device"],
                 **{k: v[i] for k, v in cols.items()}, **run_summary(circles[i]),
+                "gs_triples": n_triples, "gs_seed": params.metrics.gs_seed if n_triples else -1,
             })
     runs = pd.DataFrame(rows)
     runs["phase"] = classify(runs, params.phase)

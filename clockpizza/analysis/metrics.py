@@ -7,11 +7,14 @@ operand b is token b + p, so its embedding is ``W_E[b + p]``.
 
 from __future__ import annotations
 
+import itertools
+import random
+
 import torch
 from torch import Tensor
 
 from clockpizza.science.architectures import BatchedModel
-from clockpizza.science.data import all_pairs, encode
+from clockpizza.science.data import all_pairs, encode, vocab_size
 
 
 @torch.no_grad()
@@ -33,21 +36,44 @@ def correct_logits(logits: Tensor, p: int) -> Tensor:
     return logits.gather(-1, y.view(1, -1, 1).expand(logits.shape[0], -1, 1)).view(-1, p, p)
 
 
+def largest_incorrect_logits(logits: Tensor, p: int) -> Tensor:
+    """The largest logit of a wrong class for every pair, ``[M, p, p]`` indexed by (a, b).
+
+    The correct class is set to −∞ and the maximum is taken over the whole vocabulary: the
+    quantity whose distance irrelevance the paper's published tables report (SPEC.md,
+    ``paper/README.md``; it reproduces the released checkpoints to 4 decimals).
+    """
+    y = _labels(p, logits.device).view(1, -1, 1).expand(logits.shape[0], -1, 1)
+    wrong = logits.scatter(-1, y, float("-inf"))  # [M, p², V]
+    return wrong.max(dim=-1).values.view(-1, p, p)
+
+
 def split_scores(logits: Tensor, p: int, is_train: Tensor) -> dict[str, Tensor]:
-    """Train and test loss (float64 cross entropy) and accuracy from all-pair logits."""
+    """Train and test loss (float64 cross entropy) and accuracy from all-pair logits.
+
+    ``is_train`` is ``[p²]`` (one split for every model) or ``[M, p²]`` (a split per model).
+    """
     y = _labels(p, logits.device)
     logp = logits.double().log_softmax(dim=-1)  # [M, p², V]
     nll = -logp.gather(-1, y.view(1, -1, 1).expand(logp.shape[0], -1, 1)).squeeze(-1)
     hit = (logits.argmax(dim=-1) == y).double()  # [M, p²]
     out = {}
     for name, mask in (("train", is_train), ("test", ~is_train)):
-        out[f"{name}_loss"] = nll[:, mask].mean(dim=-1)
-        out[f"{name}_acc"] = hit[:, mask].mean(dim=-1)
+        if mask.dim() == 1:  # one split shared by every model
+            out[f"{name}_loss"] = nll[:, mask].mean(dim=-1)
+            out[f"{name}_acc"] = hit[:, mask].mean(dim=-1)
+        else:  # [M, p²]: each model its own split
+            w = mask.double()
+            out[f"{name}_loss"] = (nll * w).sum(dim=-1) / w.sum(dim=-1)
+            out[f"{name}_acc"] = (hit * w).sum(dim=-1) / w.sum(dim=-1)
     return out
 
 
 def distance_irrelevance(table: Tensor) -> Tensor:
-    """Distance irrelevance of correct-logit tables ``[..., p, p]`` indexed by (a, b).
+    """Distance irrelevance of logit tables ``[..., p, p]`` indexed by (a, b).
+
+    The table is the correct-class logit (the paper's text: :func:`correct_logits`) or the
+    largest incorrect logit (its published tables: :func:`largest_incorrect_logits`).
 
     ``DI = mean_δ( std_s L[s, δ] ) / std_{s,δ} L[s, δ]`` with s = (a + b) mod p,
     δ = (a − b) mod p and population standard deviations (SPEC.md). For fixed δ the pairs are
@@ -66,23 +92,39 @@ def distance_irrelevance(table: Tensor) -> Tensor:
 
 
 def gs_triples(p: int, n: int, seed: int) -> Tensor:
-    """The fixed (a, b, c) triples, uniform on 0..p-1, shared by every model: ``[n, 3]``."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randint(0, p, (n, 3), generator=gen)
+    """The fixed (a, b, c) triples shared by every model: ``[n, 3]``.
+
+    The paper's: the list ``[(a, b, c) for a in range(p) for b in range(p) for c in range(p)]``
+    shuffled by Python's ``random.Random(seed).shuffle``, first ``n`` (SPEC.md). With n = 100
+    and seed 42 these are the triples behind the published values (they reproduce the released
+    checkpoints' GS to 6 decimals; tests/test_paper_models.py).
+    """
+    if not 0 < n <= p**3:
+        raise ValueError(f"n = {n}: must be in 1..p³ = {p**3}")
+    triples = list(itertools.product(range(p), repeat=3))  # a outermost, c innermost
+    random.Random(seed).shuffle(triples)
+    return torch.tensor(triples[:n], dtype=torch.long)
 
 
 def gradient_symmetricity(model: BatchedModel, p: int, triples: Tensor, *,
-                          diff_vocab: bool = False, eqn_sign: bool = False) -> Tensor:
+                          diff_vocab: bool = False, eqn_sign: bool = False,
+                          paper_tokens: bool = False) -> Tensor:
     """Mean cosine similarity of ∂logit_c/∂W_E[a] (position 0) and ∂logit_c/∂W_E[b] (position 1).
 
     The gradients are taken with respect to the looked-up embedding rows, before W_pos is added
     (SPEC.md). Pizza ≈ 1 (the output depends on E_a + E_b), clock clearly lower. ``[M]``.
     The rows are whatever the model looks up: ``W_E[b + p]`` with ``diff_vocab``, ``E2[b]`` for
-    model X.
+    model X. ``paper_tokens`` reproduces the authors' evaluation code, which wrote operand b
+    as token b even with ``diff_vocab`` (a token the model never saw at that position): that is
+    what the published GS of a ``diff_vocab`` run measured (18c9ev5v5p: 0.997398 published,
+    0.997373 with b + p). Without ``diff_vocab`` the two agree.
     """
     device = model.attn_rate.device
     t = triples.to(device)
-    tokens = encode(t[:, 0], t[:, 1], p, diff_vocab=diff_vocab, eqn_sign=eqn_sign)  # [n, n_ctx]
+    tokens = encode(t[:, 0], t[:, 1], p, diff_vocab=diff_vocab and not paper_tokens,
+                    eqn_sign=eqn_sign)  # [n, n_ctx]
+    if paper_tokens and diff_vocab and eqn_sign:
+        tokens[:, -1] = vocab_size(p, diff_vocab=True, eqn_sign=True) - 1
     emb = model.embed_tokens(tokens).detach().requires_grad_(True)  # [M, n, n_ctx, d]
     with torch.enable_grad():
         logits = model.forward_embedded(emb)  # [M, n, V]
@@ -112,26 +154,35 @@ def gradient_symmetricity_exact(model: BatchedModel, p: int, *, diff_vocab: bool
     return total / p**3
 
 
-def circularity(w_e: Tensor, n_components: int = 4) -> Tensor:
-    """Circularity of token embeddings ``[..., p, d]`` (rows of tokens 0..p-1).
+def circularity(w_e: Tensor, n_components: int = 4, p: int | None = None) -> Tensor:
+    """Circularity of token embeddings ``[..., V, d]``.
 
-    PCA of the rows; each of the first ``n_components`` principal components is a length-p
-    vector over tokens; its circularity is the share of its energy in the strongest Fourier pair
-    ±k (k ≠ 0): ``max_k (|X_k|² + |X_{p−k}|²) / Σ_j |X_j|²``. The mean over components is
-    returned: ≈ 1 for clean circles, low for noise. ``[...]``.
+    PCA of the rows; each of the first ``n_components`` principal components is a vector over
+    tokens; its circularity is the share of its energy in the strongest Fourier pair ±k (k ≠ 0)
+    of its entries over tokens 0..p-1: ``max_k (|X_k|² + |X_{p−k}|²) / (p · Σ_t x_t²)`` (by
+    Parseval the denominator is ``Σ_j |X_j|²`` when the rows are exactly tokens 0..p-1). The mean
+    over components is returned: ≈ 1 for clean circles, low for noise. ``[...]``.
+
+    SPEC.md's circularity passes the rows of tokens 0..p-1 (``W_E[:p]``; ``p`` None). With all
+    ``V`` rows and ``p`` given, it is the authors' notebook's variant: PCA over every row (the
+    b + p rows of ``diff_vocab``, the '=' row of ``eqn_sign`` too), frequencies read off the
+    first p rows, energy counted over all rows; that is what the published column holds for
+    ablated runs (18c9ev5v5p: 0.5276 against 0.9996 on ``W_E[:p]``). Without ablations V = p and
+    the two are the same.
     """
     x = w_e.double()
     x = x - x.mean(dim=-2, keepdim=True)
     u, s, _ = torch.linalg.svd(x, full_matrices=False)
     k = min(n_components, s.shape[-1])
-    pcs = u[..., :k] * s[..., None, :k]  # [..., p, k] scores of each token
-    power = torch.fft.fft(pcs, dim=-2).abs().square()  # [..., p, k]
-    p = power.shape[-2]
+    pcs = u[..., :k] * s[..., None, :k]  # [..., V, k] scores of each token
+    p = pcs.shape[-2] if p is None else p
+    power = torch.fft.fft(pcs[..., :p, :], dim=-2).abs().square()  # [..., p, k]
     freqs = torch.arange(1, p // 2 + 1, device=x.device)
     pair = power[..., freqs, :] + torch.where(
         (freqs == p - freqs).view(-1, 1), 0.0, power[..., (p - freqs) % p, :]
     )  # [..., p//2, k]
-    share = pair.max(dim=-2).values / power.sum(dim=-2).clamp_min(1e-300)
+    energy = p * pcs.square().sum(dim=-2)  # [..., k]
+    share = pair.max(dim=-2).values / energy.clamp_min(1e-300)
     return share.mean(dim=-1)
 
 
@@ -146,17 +197,32 @@ def model_metrics(model: BatchedModel, p: int, triples: Tensor | None, n_compone
                   eqn_sign: bool = False) -> dict[str, Tensor]:
     """Loss, accuracy, GS, DI, circularity and parameter norm of every model, ``{name: [M]}``.
 
-    GS is averaged over ``triples [n, 3]``, or over all p³ triples when ``triples`` is None.
+    Where the paper's published tables and its text differ, both (SPEC.md, "Metrics"):
 
-    ``is_train [p²]`` marks the training pairs in (a, b) row-major order. Circularity is that of
-    the rows of tokens 0..p-1 of ``embed.W_E`` (the a operand's embedding, for X ``E1``).
+    - ``gradient_symmetricity``: the mean over ``triples [n, 3]`` (the paper's: 100 triples of
+      :func:`gs_triples` with seed 42), or over all p³ triples when ``triples`` is None;
+      ``gradient_symmetricity_exact``: always the mean over all p³ triples.
+    - ``distance_irrelevance``: of the largest incorrect logit (the published tables; the
+      figures and the phase rule use it); ``distance_irrelevance_correct``: of the correct
+      logit (the paper's text and notebook).
+    - ``circularity``: SPEC's, of the rows of tokens 0..p-1 of ``embed.W_E`` (the a operand's
+      embedding, for X ``E1``); ``circularity_published``: the notebook's variant over all rows,
+      which differs only with the ablations.
+
+    ``is_train [p²]`` (or ``[M, p²]``, one split per model) marks the training pairs in (a, b)
+    row-major order.
     """
     enc = {"diff_vocab": diff_vocab, "eqn_sign": eqn_sign}
     logits = all_pair_logits(model, p, **enc)
+    w_e = model.embed.W_E.detach()
+    exact = gradient_symmetricity_exact(model, p, **enc)
     return split_scores(logits, p, is_train.to(logits.device)) | {
-        "gradient_symmetricity": (gradient_symmetricity_exact(model, p, **enc) if triples is None
+        "gradient_symmetricity": (exact if triples is None
                                   else gradient_symmetricity(model, p, triples, **enc)),
-        "distance_irrelevance": distance_irrelevance(correct_logits(logits, p)),
-        "circularity": circularity(model.embed.W_E.detach()[:, :p], n_components),
+        "gradient_symmetricity_exact": exact,
+        "distance_irrelevance": distance_irrelevance(largest_incorrect_logits(logits, p)),
+        "distance_irrelevance_correct": distance_irrelevance(correct_logits(logits, p)),
+        "circularity": circularity(w_e[:, :p], n_components),
+        "circularity_published": circularity(w_e, n_components, p=p),
         "param_norm": param_norm(model),
     }

@@ -22,6 +22,7 @@ MLP_MODELS = ("A", "B", "C", "D", "X")  # the attention-free family (SPEC.md app
 TRANSFORMER = "transformer"  # RunSpec.family of the transformers; the MLP family uses its letter
 PRECISIONS = ("fp32", "tf32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
+FVE_SOURCES = ("paper", "centred")  # circles.type_from (clockpizza.analysis.circles)
 
 
 class ParamsError(ValueError):
@@ -277,6 +278,7 @@ class CirclesConfig:
     max_circles: int
     min_var_share: float
     min_fve: float
+    type_from: str
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> CirclesConfig:
@@ -284,7 +286,8 @@ class CirclesConfig:
         return cls(
             _int("circles.max_circles", s["max_circles"], lo=1, allowed="an integer >= 1"),
             _float("circles.min_var_share", s["min_var_share"], lo=0.0, hi=1.0, open_hi=True),
-            _float("circles.min_fve", s["min_fve"], lo=0.0, hi=1.0),
+            _float("circles.min_fve", s["min_fve"], lo=-1.0, hi=1.0),
+            _choice("circles.type_from", s["type_from"], FVE_SOURCES),
         )
 
 

@@ -38,9 +38,16 @@ RUNS_SCHEMA = pa.schema([
     ("test_loss", pa.float64()),
     ("train_acc", pa.float64()),
     ("test_acc", pa.float64()),
-    ("gradient_symmetricity", pa.float64()),
-    ("distance_irrelevance", pa.float64()),
-    ("circularity", pa.float64()),
+    # Where the paper's published tables and its text differ, both (SPEC.md, "Metrics"); the
+    # unsuffixed column is the one the figures, the phase rule and the summary read.
+    ("gradient_symmetricity", pa.float64()),  # mean over the gs_triples below (paper: 100)
+    ("gradient_symmetricity_exact", pa.float64()),  # mean over all p³ triples
+    ("gs_triples", pa.int64()),  # triples behind gradient_symmetricity; 0 = all p³
+    ("gs_seed", pa.int64()),  # their seed (paper: 42); -1 when gs_triples = 0
+    ("distance_irrelevance", pa.float64()),  # of the largest incorrect logit (published tables)
+    ("distance_irrelevance_correct", pa.float64()),  # of the correct logit (text, notebook)
+    ("circularity", pa.float64()),  # SPEC's, PCA of W_E[:p]
+    ("circularity_published", pa.float64()),  # notebook's, PCA of all rows (differs if ablated)
     ("param_norm", pa.float64()),
     # circle evidence, a summary of the run's rows in circles.parquet (clockpizza.analysis.circles)
     ("n_circles", pa.int64()),
@@ -63,12 +70,49 @@ CIRCLES_SCHEMA = pa.schema([
     ("freq", pa.int64()),  # frequency k of the embedding circle, 1..p // 2 (w = 2πk/p)
     ("var_share", pa.float64()),  # share of the embedding's variance in the circle's plane
     ("circularity", pa.float64()),  # share of the pair's DFT energy at ±k
-    ("fve_clock", pa.float64()),  # FVE of the logit tensor, circle alone, by Q_clock
+    ("fve_clock", pa.float64()),  # FVE (2ρ − 1) of the logit tensor, circle alone, by Q_clock
     ("fve_pizza", pa.float64()),  # ... by Q_pizza
     ("fve_acc", pa.float64()),  # ... by Q_acc (evaluated at half the circle's frequency)
-    ("type", pa.string()),  # clock / pizza / accompanying / none
+    # The same after removing the logits' mean over (a, b) at each c, which no template explains
+    ("fve_clock_centred", pa.float64()),
+    ("fve_pizza_centred", pa.float64()),
+    ("fve_acc_centred", pa.float64()),
+    ("type", pa.string()),  # clock / pizza / accompanying / none (from circles.type_from)
 ])
 CIRCLE_COLUMNS: tuple[str, ...] = tuple(CIRCLES_SCHEMA.names)
+
+# A row per released checkpoint of the authors (paper/), measured with this project's metrics;
+# *_published: the value in the authors' per-run table, NaN for a run that is not one of its rows
+# (clockpizza.analysis.paper_models).
+PAPER_MODELS_SCHEMA = pa.schema([
+    ("paper_runid", pa.string()),  # the authors' run id
+    ("family", pa.string()),  # "transformer", or the attention-free model "B" / "D"
+    ("attn_rate", pa.float64()),  # their attn_coeff; NaN for the attention-free models
+    ("width", pa.int64()),
+    ("n_layers", pa.int64()),
+    ("act", pa.string()),
+    ("diff_vocab", pa.bool_()),
+    ("eqn_sign", pa.bool_()),
+    ("p", pa.int64()),
+    ("accuracy", pa.float64()),  # over all p² pairs (their split is not known)
+    ("gradient_symmetricity", pa.float64()),  # the paper's 100 triples, rows as trained
+    ("gradient_symmetricity_as_published", pa.float64()),  # ... with b as token b (diff_vocab)
+    ("gradient_symmetricity_exact", pa.float64()),  # all p³ triples
+    ("distance_irrelevance", pa.float64()),  # largest incorrect logit (published variant)
+    ("distance_irrelevance_correct", pa.float64()),  # correct logit (text, notebook)
+    ("circularity", pa.float64()),  # SPEC's, W_E[:p]
+    ("circularity_published_method", pa.float64()),  # the notebook's, all rows
+    ("gradient_symmetricity_published", pa.float64()),
+    ("distance_irrelevance_published", pa.float64()),
+    ("circularity_published", pa.float64()),
+    ("n_circles", pa.int64()),
+    ("dominant_circle_type", pa.string()),
+    ("fve_clock_mean", pa.float64()),
+    ("fve_pizza_mean", pa.float64()),
+    ("clock_circle_share", pa.float64()),
+    ("pizza_circle_share", pa.float64()),
+    ("phase", pa.string()),  # our rule (clockpizza.results.phases)
+])
 
 
 _UMASK = os.umask(0)
