@@ -94,7 +94,7 @@ def make_runs(*, alphas: Sequence[float] = ALPHAS, widths: Sequence[int] = (32, 
         n_circles=np.where(df["family"] == "transformer", 2, 0),
         dominant_circle_type="none", fve_clock_mean=np.nan, fve_pizza_mean=np.nan,
         clock_circle_share=np.nan, pizza_circle_share=np.nan,
-        gs_triples=100, gs_seed=42,
+        gs_triples=100, gs_seed=42, init_per_run=False, split_per_run=False,
     )
     # The text's variants, near the published ones (the correct-logit DI runs a little lower).
     df = df.assign(gradient_symmetricity_exact=df["gradient_symmetricity"],

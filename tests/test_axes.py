@@ -167,7 +167,8 @@ def test_runs_of_the_default_grid_keep_their_ids(base: dict[str, Any]) -> None:
     # The id of a run that uses none of the new settings is the hash of the settings that existed
     # before them, so results trained before this change keep their ids (and their cache).
     params = Params.parse(base)
-    old = {f.name for f in dataclasses.fields(RunSpec)} - {"diff_vocab", "eqn_sign", "family"}
+    old = {f.name for f in dataclasses.fields(RunSpec)} - {"diff_vocab", "eqn_sign", "family",
+                                                           "init_per_run", "split_per_run"}
     for _, specs in instance_specs(params):
         for s in specs:
             blob = json.dumps({k: v for k, v in dataclasses.asdict(s).items() if k in old},
@@ -180,8 +181,9 @@ def test_runs_of_the_default_grid_keep_their_ids(base: dict[str, Any]) -> None:
                 precision="fp32")
     assert s.run_id == "c850715a87c7"
     ids = {s.run_id} | {dataclasses.replace(s, **{k: v}).run_id for k, v in
-                        (("diff_vocab", True), ("eqn_sign", True), ("family", "A"))}
-    assert len(ids) == 4
+                        (("diff_vocab", True), ("eqn_sign", True), ("family", "A"),
+                                         ("init_per_run", True), ("split_per_run", True))}
+    assert len(ids) == 6
 
 
 def test_a_train_instance_holds_every_combination_in_shape_groups(base: dict[str, Any]) -> None:

@@ -181,3 +181,39 @@ def test_benchmark_prints_one_json_line_and_updates_its_table(
 def test_benchmark_refuses_a_width_that_does_not_split_into_heads() -> None:
     with pytest.raises(SystemExit):
         bench.main(["--width", "30", "--no-report"])
+
+
+def test_a_split_per_run_trains_each_model_as_if_alone_on_its_own_split() -> None:
+    # Two runs with their own split (and their own initial weights) trained as one batch end as
+    # each would trained alone on a dataset table holding its split: the masked loss is the
+    # per-model mean over that model's pairs, nothing leaks between models.
+    own = [dataclasses.replace(s, init_per_run=True, split_per_run=True) for s in specs(2)]
+    assert own[0].data_split_seed != own[1].data_split_seed
+    assert own[0].weights_seed != own[1].weights_seed
+    tables = [make_dataset(P, 0.8, s.data_split_seed) for s in own]
+    assert (tables[0]["is_train"] != tables[1]["is_train"]).any()
+    masks = [torch.as_tensor(t["is_train"].to_numpy(copy=True)) for t in tables]
+    cpu = torch.device("cpu")
+    together = train_group(own, SplitTensors.per_run(tables[0], masks, P, cpu), cpu,
+                           eval_every=10)
+    for i, (spec, table) in enumerate(zip(own, tables, strict=True)):
+        alone = train_group([spec], SplitTensors.from_table(table, P, cpu), cpu, eval_every=10)
+        w_together = together.model.model_params(i)
+        w_alone = alone.model.model_params(0)
+        for name, w in w_alone.items():
+            torch.testing.assert_close(w_together[name], w, rtol=1e-4, atol=1e-5)
+        for col in ("train_loss", "test_loss", "train_acc", "test_acc"):
+            diff = (together.history[i][col] - alone.history[0][col]).abs().max()
+            assert diff < 1e-5, col
+
+
+def test_runs_start_from_the_seeds_weights_unless_init_per_run() -> None:
+    shared = train_group(specs(2, steps=1), SplitTensors.from_table(make_dataset(P, 0.8, 0), P,
+                         torch.device("cpu")), torch.device("cpu"), eval_every=1)
+    w = [shared.model.model_params(i)["embed.W_E"] for i in range(2)]
+    own = [dataclasses.replace(s, init_per_run=True) for s in specs(2, steps=1)]
+    mine = train_group(own, SplitTensors.from_table(make_dataset(P, 0.8, 0), P,
+                       torch.device("cpu")), torch.device("cpu"), eval_every=1)
+    v = [mine.model.model_params(i)["embed.W_E"] for i in range(2)]
+    assert torch.equal(w[0], w[1])  # one step at lr 0 (warm-up): still the initial weights
+    assert not torch.equal(v[0], v[1])

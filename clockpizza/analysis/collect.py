@@ -18,7 +18,7 @@ from clockpizza.io.table import CIRCLE_COLUMNS
 from clockpizza.results.phases import classify
 from clockpizza.science.architectures import load_model, model_config
 from clockpizza.science.model import BatchedTransformer, stack
-from clockpizza.science.runs import read_spec_run
+from clockpizza.science.runs import read_spec_run, train_mask
 from clockpizza.science.train import resolve_device
 
 
@@ -86,13 +86,14 @@ def collect_tables(params: Params, runs_root: str | Path, dataset: pd.DataFrame,
     p = params.data.p
     n_triples = params.metrics.gs_triples
     triples = gs_triples(p, n_triples, params.metrics.gs_seed) if n_triples else None  # None: all
-    is_train = torch.as_tensor(dataset["is_train"].to_numpy(copy=True), device=device)
     rows, circle_frames = [], []
     c = params.circles
     for specs, cfg, stored in groups:
         s0 = specs[0]
         model = load_model(cfg, stack([r.weights for r in stored]),
                            [s.attn_rate for s in specs]).to(device)
+        is_train = torch.stack([train_mask(s, dataset, params.data.train_frac)
+                                for s in specs]).to(device)  # [M, p²]: a split per run
         values = model_metrics(model, p, triples, params.metrics.n_components, is_train,
                                diff_vocab=s0.diff_vocab, eqn_sign=s0.eqn_sign)
         cols = {k: v.detach().cpu().tolist() for k, v in values.items()}
@@ -112,6 +113,7 @@ def collect_tables(params: Params, runs_root: str | Path, dataset: pd.DataFrame,
                 "width": spec.d_model, "seed": spec.init_seed, "n_layers": spec.n_layers,
                 "n_heads": spec.n_heads, "act": spec.act, "diff_vocab": spec.diff_vocab,
                 "eqn_sign": spec.eqn_sign, "p": p, "split_seed": spec.split_seed,
+                "init_per_run": spec.init_per_run, "split_per_run": spec.split_per_run,
                 "steps": spec.steps, "precision": spec.precision, "device": run.config["device"],
                 **{k: v[i] for k, v in cols.items()}, **run_summary(circles[i]),
                 "gs_triples": n_triples, "gs_seed": params.metrics.gs_seed if n_triples else -1,

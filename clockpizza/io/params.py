@@ -132,6 +132,7 @@ class DataConfig:
     split_seed: int
     diff_vocab: tuple[bool, ...]  # grid axis of the transformers (appendix ablation)
     eqn_sign: tuple[bool, ...]  # grid axis of the transformers (appendix ablation)
+    split_per_run: bool  # each run its own split, seeded from its run id
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> DataConfig:
@@ -146,7 +147,8 @@ class DataConfig:
         return cls(p, frac, _int("data.split_seed", s["split_seed"], lo=0,
                                  allowed="an integer >= 0"),
                    _axis("data.diff_vocab", s["diff_vocab"], _bool),
-                   _axis("data.eqn_sign", s["eqn_sign"], _bool))
+                   _axis("data.eqn_sign", s["eqn_sign"], _bool),
+                   _bool("data.split_per_run", s["split_per_run"]))
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,7 @@ class ModelConfig:
     n_layers: tuple[int, ...]
     n_heads: int
     act: tuple[str, ...]
+    init_per_run: bool  # each run its own initial weights, seeded from its run id
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> ModelConfig:
@@ -164,6 +167,7 @@ class ModelConfig:
             _axis("model.n_layers", s["n_layers"], _n_layers),
             _int("model.n_heads", s["n_heads"], lo=1, allowed="an integer >= 1"),
             _axis("model.act", s["act"], lambda k, x: _choice(k, x, ACTIVATIONS)),
+            _bool("model.init_per_run", s["init_per_run"]),
         )
 
 
@@ -449,7 +453,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 # hold these values, so a run that does not use them keeps the id it always had (every run of the
 # default grid does not).
 _HASHED_ONLY_IF_SET: dict[str, object] = {"diff_vocab": False, "eqn_sign": False,
-                                          "family": TRANSFORMER}
+                                          "family": TRANSFORMER, "init_per_run": False,
+                                          "split_per_run": False}
 
 
 @dataclass(frozen=True)
@@ -481,6 +486,24 @@ class RunSpec:
     diff_vocab: bool = False
     eqn_sign: bool = False
     family: str = TRANSFORMER
+    init_per_run: bool = False  # initial weights from the run's own id, not init_seed alone
+    split_per_run: bool = False  # train/test split from the run's own id, not split_seed
+
+    @property
+    def weights_seed(self) -> int:
+        """The seed the initial weights are drawn from.
+
+        ``init_seed`` itself by default, so every attention rate of a group starts from the
+        same weights; with ``init_per_run`` one derived from the run id, so each run starts
+        from its own (as each of the paper's runs did).
+        """
+        return _derived_seed(self.run_id, "init") if self.init_per_run else self.init_seed
+
+    @property
+    def data_split_seed(self) -> int:
+        """The seed of the run's train/test split: ``split_seed``, or with ``split_per_run``
+        one derived from the run id (the paper drew an unseeded split per run)."""
+        return _derived_seed(self.run_id, "split") if self.split_per_run else self.split_seed
 
     @property
     def run_id(self) -> str:
@@ -507,6 +530,10 @@ class RunSpec:
         return mlp_group_name(self.family, self.init_seed)
 
 
+def _derived_seed(run_id: str, purpose: str) -> int:
+    return int(hashlib.sha256(f"{run_id}:{purpose}".encode()).hexdigest()[:15], 16)
+
+
 def group_name(width: int, seed: int) -> str:
     """Directory (and DVC matrix instance) of one (width, seed) group under runs/."""
     return f"w{width}-s{seed}"
@@ -521,7 +548,8 @@ def _training(params: Params) -> dict[str, Any]:
     t, d = params.train, params.data
     return {"p": d.p, "train_frac": d.train_frac, "split_seed": d.split_seed, "steps": t.steps,
             "lr": t.lr, "weight_decay": t.weight_decay, "beta1": t.beta1, "beta2": t.beta2,
-            "eps": t.eps, "warmup_steps": t.warmup_steps, "precision": t.precision}
+            "eps": t.eps, "warmup_steps": t.warmup_steps, "precision": t.precision,
+            "init_per_run": params.model.init_per_run, "split_per_run": d.split_per_run}
 
 
 def group_specs(params: Params, width: int, seed: int) -> list[RunSpec]:
@@ -545,7 +573,9 @@ def mlp_spec(params: Params, model: str, seed: int) -> RunSpec:
     if model not in MLP_MODELS:
         raise ValueError(f"model {model!r}: must be one of {', '.join(MLP_MODELS)}")
     return RunSpec(attn_rate=None, d_model=params.mlp_family.width, n_layers=0, n_heads=0,
-                   act="relu", init_seed=seed, family=model, **_training(params))
+                   act="relu", init_seed=seed, family=model,
+                   # one model per seed already; the shared split keeps the family comparable
+                   **(_training(params) | {"init_per_run": False, "split_per_run": False}))
 
 
 def instance_specs(params: Params) -> list[tuple[str, list[RunSpec]]]:

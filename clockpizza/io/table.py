@@ -30,6 +30,8 @@ RUNS_SCHEMA = pa.schema([
     ("eqn_sign", pa.bool_()),  # ablation: '=' token appended (false for A..X)
     ("p", pa.int64()),
     ("split_seed", pa.int64()),
+    ("init_per_run", pa.bool_()),  # initial weights seeded from the run id, not the seed alone
+    ("split_per_run", pa.bool_()),  # train/test split seeded from the run id, not split_seed
     ("steps", pa.int64()),
     ("precision", pa.string()),
     ("device", pa.string()),

@@ -6,10 +6,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from clockpizza.io.params import (
     Params,
@@ -21,7 +22,7 @@ from clockpizza.io.params import (
 )
 from clockpizza.io.store import group_dir, write_run
 from clockpizza.science.architectures import model_config
-from clockpizza.science.runs import run_config
+from clockpizza.science.runs import run_config, train_mask
 from clockpizza.science.train import (
     SplitTensors,
     describe_device,
@@ -51,15 +52,14 @@ def _train_and_write(params: Params, specs: list[RunSpec], dataset: pd.DataFrame
     done = 0
     for group in shape_groups(specs):
         s0 = group[0]
-        data = SplitTensors.from_table(dataset, params.data.p, device,
-                                       diff_vocab=s0.diff_vocab, eqn_sign=s0.eqn_sign)
+        data = group_data(group, dataset, params.data.p, params.data.train_frac, device)
         cfg = model_config(s0)
         for chunk in plan_chunks(len(group), cfg, len(data.y_train), device, t.max_models):
             part = [group[i] for i in chunk]
             ckpt = checkpoints / f"{out.name}-{chunk_id(part)}.pt"
             ckpts.append(ckpt)
             started = time.perf_counter()
-            result = train_group(part, data, device, eval_every=t.eval_every,
+            result = train_group(part, data.select(chunk), device, eval_every=t.eval_every,
                                  on_progress=_offset(on_progress, done, len(part)),
                                  checkpoint=ckpt, checkpoint_seconds=60 * t.checkpoint_minutes)
             timing = {"chunk": chunk_id(part), "n_models": len(part),
@@ -115,3 +115,14 @@ def train_mlp_and_save(params: Params, model: str, seed: int, dataset: pd.DataFr
     return _train_and_write(params, [mlp_spec(params, model, seed)], dataset,
                             Path(runs_root) / mlp_group_name(model, seed), on_progress,
                             checkpoints)
+
+
+def group_data(group: Sequence[RunSpec], dataset: pd.DataFrame, p: int, train_frac: float,
+               device: torch.device) -> SplitTensors:
+    """The tokens of a shape group on the device, with one split per run where asked for."""
+    s0 = group[0]
+    if not s0.split_per_run:
+        return SplitTensors.from_table(dataset, p, device, diff_vocab=s0.diff_vocab,
+                                       eqn_sign=s0.eqn_sign)
+    return SplitTensors.per_run(dataset, [train_mask(s, dataset, train_frac) for s in group], p,
+                                device, diff_vocab=s0.diff_vocab, eqn_sign=s0.eqn_sign)

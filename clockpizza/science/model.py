@@ -223,12 +223,16 @@ def stack(models: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
     return {k: torch.stack([mdl[k] for mdl in models]) for k in models[0]}
 
 
-def cross_entropy64(logits: Tensor, labels: Tensor) -> Tensor:
+def cross_entropy64(logits: Tensor, labels: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mean cross entropy per model, ``[M, B, V], [B] -> [M]``, computed in float64.
 
     Paper choice: in float32 the loss of a confident model underflows to multiples of ~1.2e-7,
-    which causes loss spikes late in training; log_softmax in float64 avoids it.
+    which causes loss spikes late in training; log_softmax in float64 avoids it. ``mask``
+    (``[M, B]``, bool) restricts each model's mean to its own examples (a split per run).
     """
     logp = logits.double().log_softmax(dim=-1)  # [M, B, V]
     idx = labels.view(1, -1, 1).expand(logp.shape[0], -1, 1)
-    return -logp.gather(-1, idx).squeeze(-1).mean(dim=-1)
+    nll = -logp.gather(-1, idx).squeeze(-1)  # [M, B]
+    if mask is None:
+        return nll.mean(dim=-1)
+    return (nll * mask).sum(dim=-1) / mask.sum(dim=-1)

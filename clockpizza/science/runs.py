@@ -10,9 +10,13 @@ import json
 from dataclasses import asdict, fields
 from pathlib import Path
 
+import pandas as pd
+import torch
+
 from clockpizza.io.params import RunSpec
 from clockpizza.io.store import CONFIG, RunError, StoredRun, read_run, versions
 from clockpizza.science.architectures import ArchConfig, derived_sizes, model_config, param_shapes
+from clockpizza.science.data import make_dataset
 
 
 def run_config(spec: RunSpec, cfg: ArchConfig, *, width: int, seed: int,
@@ -47,3 +51,11 @@ def open_run(run_dir: Path) -> tuple[StoredRun, ArchConfig]:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise RunError(f"{path}: unreadable or incomplete ({e})") from e
     return read_spec_run(Path(run_dir), cfg, run_id), cfg
+
+
+def train_mask(spec: RunSpec, dataset: pd.DataFrame, train_frac: float) -> torch.Tensor:
+    """The run's training pairs, ``[p²]`` bool in the dataset's (a, b) order: the dataset's
+    split, or with ``split_per_run`` the split seeded from the run's own id."""
+    table = make_dataset(spec.p, train_frac, spec.data_split_seed) if spec.split_per_run \
+        else dataset
+    return torch.as_tensor(table["is_train"].to_numpy(copy=True), dtype=torch.bool)

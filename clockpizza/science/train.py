@@ -72,23 +72,57 @@ def precision_context(precision: str, device: torch.device) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class SplitTensors:
-    """Token ids and labels of the train and test pairs, on one device."""
+    """Token ids and labels of the train and test pairs, on one device.
 
-    x_train: Tensor  # [N_train, n_ctx]
+    One split for every model (the default), or, with ``train_mask``, every model its own:
+    then ``x_train``/``y_train`` hold all p² pairs, ``train_mask[m]`` marks model m's training
+    pairs and ``x_test``/``y_test`` are the same p² pairs (each model's test pairs are the rest).
+    """
+
+    x_train: Tensor  # [N_train, n_ctx]  (per-run split: all p² pairs)
     y_train: Tensor  # [N_train]
-    x_test: Tensor  # [N_test, n_ctx]
+    x_test: Tensor  # [N_test, n_ctx]  (per-run split: all p² pairs)
     y_test: Tensor  # [N_test]
+    train_mask: Tensor | None = None  # [M, p²] bool: each model's own training pairs
 
     @classmethod
     def from_table(cls, dataset: pd.DataFrame, p: int, device: torch.device, *,
                    diff_vocab: bool = False, eqn_sign: bool = False) -> SplitTensors:
         """The pairs written as tokens with the run's encoding (the ablations of SPEC.md)."""
-        a = torch.as_tensor(dataset["a"].to_numpy(copy=True), dtype=torch.long)
-        b = torch.as_tensor(dataset["b"].to_numpy(copy=True), dtype=torch.long)
-        y = torch.as_tensor(dataset["label"].to_numpy(copy=True), dtype=torch.long)
+        x, y = _tokens(dataset, p, diff_vocab, eqn_sign)
         tr = torch.as_tensor(dataset["is_train"].to_numpy(copy=True), dtype=torch.bool)
-        x = encode(a, b, p, diff_vocab=diff_vocab, eqn_sign=eqn_sign)
         return cls(x[tr].to(device), y[tr].to(device), x[~tr].to(device), y[~tr].to(device))
+
+    @classmethod
+    def per_run(cls, dataset: pd.DataFrame, masks: Sequence[Tensor], p: int,
+                device: torch.device, *, diff_vocab: bool = False,
+                eqn_sign: bool = False) -> SplitTensors:
+        """All pairs of ``dataset`` with one training mask per model (``[p²]`` bool each)."""
+        x, y = _tokens(dataset, p, diff_vocab, eqn_sign)
+        x, y = x.to(device), y.to(device)
+        return cls(x, y, x, y, torch.stack(list(masks)).to(device))
+
+    @property
+    def n_train(self) -> int:
+        """Training pairs per model (the same for every model)."""
+        if self.train_mask is None:
+            return len(self.y_train)
+        return int(self.train_mask[0].sum())
+
+    def select(self, models: range) -> SplitTensors:
+        """The data of a chunk of the models (the same tensors when the split is shared)."""
+        if self.train_mask is None:
+            return self
+        return SplitTensors(self.x_train, self.y_train, self.x_test, self.y_test,
+                            self.train_mask[models.start:models.stop])
+
+
+def _tokens(dataset: pd.DataFrame, p: int, diff_vocab: bool,
+            eqn_sign: bool) -> tuple[Tensor, Tensor]:
+    a = torch.as_tensor(dataset["a"].to_numpy(copy=True), dtype=torch.long)
+    b = torch.as_tensor(dataset["b"].to_numpy(copy=True), dtype=torch.long)
+    y = torch.as_tensor(dataset["label"].to_numpy(copy=True), dtype=torch.long)
+    return encode(a, b, p, diff_vocab=diff_vocab, eqn_sign=eqn_sign), y
 
 
 @dataclass
@@ -178,7 +212,7 @@ def train_group(
     _check_group(specs)
     s0 = specs[0]
     model = init_model(
-        model_config(s0), [s.init_seed for s in specs], [s.attn_rate for s in specs]
+        model_config(s0), [s.weights_seed for s in specs], [s.attn_rate for s in specs]
     ).to(device)
     # One multi-tensor AdamW over the stacked weights: elementwise, so exactly per-model AdamW.
     # Fused on CUDA (its step counter stays on the device: no host read per step).
@@ -195,6 +229,10 @@ def train_group(
     record_at = eval_steps(s0.steps, eval_every)
     history = torch.zeros(len(record_at), 4, model.n_models, dtype=torch.float64, device=device)
     run_ids = [s.run_id for s in specs]
+    mask = data.train_mask
+    if mask is not None and mask.shape[0] != len(specs):
+        raise ValueError(f"{mask.shape[0]} training masks for {len(specs)} models")
+    test_mask = None if mask is None else ~mask
     start, row = 0, 0
     if checkpoint is not None and checkpoint.exists():
         start, row = _resume(checkpoint, run_ids, model, opt, sched, history, device)
@@ -202,11 +240,12 @@ def train_group(
     def record(row: int, train_logits: Tensor, train_loss: Tensor) -> None:
         # Written into a device buffer: no host sync inside the loop.
         with torch.no_grad():
-            test_logits = model(data.x_test)
+            # per-run split: x_test is x_train (all pairs), so the logits are already there
+            test_logits = model(data.x_test) if mask is None else train_logits
             history[row, 0] = train_loss
-            history[row, 1] = cross_entropy64(test_logits, data.y_test)
-            history[row, 2] = _accuracy(train_logits, data.y_train)
-            history[row, 3] = _accuracy(test_logits, data.y_test)
+            history[row, 1] = cross_entropy64(test_logits, data.y_test, test_mask)
+            history[row, 2] = _accuracy(train_logits, data.y_train, mask)
+            history[row, 3] = _accuracy(test_logits, data.y_test, test_mask)
         if on_progress is not None:
             on_progress(record_at[row])
 
@@ -218,7 +257,7 @@ def train_group(
                 _save_checkpoint(checkpoint, run_ids, step, row, model, opt, sched, history)
                 last_save = time.monotonic()
             logits = model(data.x_train)  # [M, N_train, V]
-            loss = cross_entropy64(logits, data.y_train)  # [M]
+            loss = cross_entropy64(logits, data.y_train, mask)  # [M]
             if step == record_at[row]:
                 record(row, logits.detach(), loss.detach())
                 row += 1
@@ -228,7 +267,7 @@ def train_group(
             sched.step()
         with torch.no_grad():
             logits = model(data.x_train)
-            record(row, logits, cross_entropy64(logits, data.y_train))
+            record(row, logits, cross_entropy64(logits, data.y_train, mask))
     if checkpoint is not None:
         # The finished state, so a group split into chunks resumes a finished chunk at once.
         _save_checkpoint(checkpoint, run_ids, s0.steps, row, model, opt, sched, history)
@@ -270,5 +309,8 @@ def _resume(path: Path, run_ids: list[str], model: BatchedModel,
     return int(state["step"]), int(state["row"])
 
 
-def _accuracy(logits: Tensor, labels: Tensor) -> Tensor:
-    return (logits.argmax(dim=-1) == labels).double().mean(dim=-1)  # [M]
+def _accuracy(logits: Tensor, labels: Tensor, mask: Tensor | None = None) -> Tensor:
+    hit = (logits.argmax(dim=-1) == labels).double()  # [M, B]
+    if mask is None:
+        return hit.mean(dim=-1)
+    return (hit * mask).sum(dim=-1) / mask.sum(dim=-1)  # [M]
