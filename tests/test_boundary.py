@@ -168,3 +168,24 @@ def test_unknown_phase_label_is_refused() -> None:
     runs.loc[0, "phase"] = "Pizza"
     with pytest.raises(ValueError, match="'Pizza'"):
         fit_boundary(runs)
+
+
+def test_the_band_resamples_seeds_not_runs() -> None:
+    # Two seeds that disagree: every run of seed 0 turns clock above α 0.3, every run of seed 1
+    # above 0.6 (their runs share initial weights, so they move together). Resampling runs
+    # would mix both seeds in every draw and report a narrow band around 0.45; resampling the
+    # seeds gives draws of seed 0 alone, seed 1 alone and both, so the band spans both.
+    alpha = np.tile(np.linspace(0.0, 1.0, 21), 2)
+    seed = np.repeat([0, 1], 21)
+    star = np.where(seed == 0, 0.325, 0.625)
+    runs = pd.DataFrame({"attn_rate": alpha, "width": 128, "seed": seed,
+                         "phase": np.where(alpha < star, "pizza", "clock")})
+    b = fit_boundary(runs, n_boot=200, seed=0)
+    assert b is not None
+    lo, hi = b.band(np.array([128.0]))
+    assert lo[0] < 0.36 and hi[0] > 0.59, (lo, hi)
+    # Runs that drew their own initial weights are independent: they resample one by one.
+    own = fit_boundary(runs.assign(init_per_run=True), n_boot=200, seed=0)
+    assert own is not None
+    lo_own, hi_own = own.band(np.array([128.0]))
+    assert hi_own[0] - lo_own[0] < hi[0] - lo[0]

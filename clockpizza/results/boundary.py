@@ -10,7 +10,11 @@ regression
     P(pizza | alpha, w) = sigmoid(b0 + b_alpha * alpha + b_width * log2 w),
 
 whose 50 % line alpha*(w) = -(b0 + b_width * log2 w) / b_alpha is the transition attention rate,
-with a percentile-bootstrap band over resampled runs.
+with a percentile-bootstrap band over resampled seeds.
+
+Runs of one (width, seed) group start from the same initial weights (unless
+``model.init_per_run``), so they are not independent draws: the bootstrap resamples those groups
+as clusters, within each width, not single runs.
 """
 
 from __future__ import annotations
@@ -115,15 +119,20 @@ class Boundary:
         return lo.reshape(w.shape), hi.reshape(w.shape)
 
 
-def _select_runs(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The pizza and clock runs with an attention rate, as (alpha, log2 width, y=1 for pizza)."""
+def _select_runs(
+    runs: pd.DataFrame,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The pizza and clock runs with an attention rate, as (alpha, log2 width, y=1 for pizza,
+    cluster): the cluster is the run's (width, seed) group, whose runs share their initial
+    weights, or the run itself where it drew its own (``init_per_run``) or no seed is given."""
     for col in REQUIRED_COLUMNS:
         if col not in runs.columns:
             raise ValueError(
                 f"runs table has no column {col!r}; the boundary needs {list(REQUIRED_COLUMNS)}"
             )
     # Attention-free models (the MLPs) have no attention rate and no place on this axis.
-    rows = runs.loc[runs["attn_rate"].notna(), list(REQUIRED_COLUMNS)]
+    keep = list(REQUIRED_COLUMNS) + [c for c in ("seed", "init_per_run") if c in runs.columns]
+    rows = runs.loc[runs["attn_rate"].notna(), keep]
     unknown = sorted({repr(p) for p in rows["phase"] if p not in PHASES})
     if unknown:
         # A typo or a missing label would otherwise silently shrink the sample.
@@ -136,7 +145,29 @@ def _select_runs(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray
     if np.any(~(width > 0)):
         raise ValueError("column 'width' must be positive for every run with an attention rate")
     y = (rows["phase"] == PIZZA).to_numpy(dtype=np.float64)
-    return alpha, np.log2(width), y
+    own = rows["init_per_run"].fillna(False).astype(bool).to_numpy() \
+        if "init_per_run" in rows.columns else np.zeros(len(rows), dtype=bool)
+    if "seed" in rows.columns:
+        group = [f"w{w:g}-s{s}" for w, s in zip(width, rows["seed"], strict=True)]
+    else:
+        group = [f"run{i}" for i in range(len(rows))]
+    cluster = np.array([f"run{i}" if o else g for i, (g, o) in enumerate(zip(group, own,
+                                                                             strict=True))])
+    return alpha, np.log2(width), y, cluster
+
+
+def cluster_resample(log2w: np.ndarray, cluster: np.ndarray,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Row indices of one bootstrap resample: at every width, its clusters drawn with
+    replacement (as many as it has), each bringing all of its rows."""
+    out: list[np.ndarray] = []
+    for w in np.unique(log2w):
+        at_w = np.flatnonzero(log2w == w)
+        names, inverse = np.unique(cluster[at_w], return_inverse=True)
+        members = [at_w[inverse == k] for k in range(len(names))]
+        for k in rng.integers(0, len(names), size=len(names)):
+            out.append(members[k])
+    return np.concatenate(out)
 
 
 def _sigmoid(eta: np.ndarray) -> np.ndarray:
@@ -234,8 +265,10 @@ def fit_boundary(
     When the runs span a single width the width slope is not identifiable: it is not fitted and
     ``coef_log2_width`` is 0.0.
 
-    Bootstrap: ``n_boot`` resamples of the selected rows, with replacement, drawn from
-    ``np.random.default_rng(seed)`` and each refitted the same way. A resample that holds a
+    Bootstrap: ``n_boot`` cluster resamples (:func:`cluster_resample`: at each width the
+    (width, seed) groups, drawn with replacement, each with all of its runs, since the runs of
+    a group share their initial weights; runs with their own initial weights are their own
+    clusters), drawn from ``np.random.default_rng(seed)`` and each refitted the same way. A resample that holds a
     single class (or a single attention rate or width where the full fit has several) has no
     boundary; it is skipped and counted in ``n_boot_skipped``. The result is a deterministic
     function of ``runs``, ``n_boot``, ``seed`` and ``l2``.
@@ -249,7 +282,7 @@ def fit_boundary(
         raise ValueError(f"l2 = {l2!r}: must be a positive finite number")
     if n_boot < 0:
         raise ValueError(f"n_boot = {n_boot!r}: must be >= 0")
-    alpha, log2w, y = _select_runs(runs)
+    alpha, log2w, y, cluster = _select_runs(runs)
     n_pizza = int(y.sum())
     if n_pizza < 2 or len(y) - n_pizza < 2 or np.unique(alpha).size < 2:
         return None
@@ -262,7 +295,7 @@ def fit_boundary(
     n = len(y)
     draws: list[tuple[float, float, float]] = []
     for _ in range(n_boot):
-        idx = rng.integers(0, n, size=n)  # [run]
+        idx = cluster_resample(log2w, cluster, rng)  # [run]
         coefs = _fit_coefs(alpha[idx], log2w[idx], y[idx], fit_width=fit_width, l2=l2)
         if coefs is not None:
             draws.append(coefs)
@@ -321,7 +354,7 @@ def fit_main(runs: pd.DataFrame, *, n_boot: int = 200, boot_seed: int = 0) -> Bo
 
 def why_no_boundary(runs: pd.DataFrame) -> str:
     """Why :func:`fit_boundary` finds no boundary in ``runs`` (the same tests, in words)."""
-    alpha, _, y = _select_runs(runs)
+    alpha, _, y, _ = _select_runs(runs)
     n_pizza, n_clock = int(y.sum()), int(len(y) - y.sum())
     if n_pizza < 2 or n_clock < 2:
         return (f"the circular runs are {n_pizza} pizza and {n_clock} clock; a boundary needs at "
