@@ -4,13 +4,22 @@ per circle of each run's embedding -> metrics/circles.parquet."""
 from clockpizza.analysis.collect import collect_tables, collect_timing
 from clockpizza.io.cli import run_stage
 from clockpizza.io.params import load_params
-from clockpizza.io.table import CIRCLES_SCHEMA, write_json, write_runs_table, write_table
+from clockpizza.io.table import (
+    CIRCLES_SCHEMA,
+    write_json,
+    write_runs_table,
+    write_table,
+    write_text,
+)
+from clockpizza.results.paper_compare import medians_by_width, read_published_runs
 from clockpizza.results.phases import summarize
 from clockpizza.science.data import load_dataset
 
 DATASET, RUNS = "data/dataset.parquet", "runs"
 TABLE, CIRCLES, SUMMARY = "metrics/runs.parquet", "metrics/circles.parquet", "metrics/summary.json"
 TIMING = "metrics/timing.json"
+PUBLISHED = "paper/published_runs_fixed_width.csv"  # the authors' runs (MIT, paper/LICENSE)
+MEDIANS = "metrics/plots/medians.csv"  # the DVC data plot of dvc.yaml's `plots:`
 
 
 def main() -> None:
@@ -20,7 +29,10 @@ def main() -> None:
     write_table(CIRCLES, tables.circles, CIRCLES_SCHEMA)
     write_json(SUMMARY, summarize(tables.runs, boundary_width=params.render.fig1_width,
                                   n_boot=params.boundary.n_boot,
-                                  boot_seed=params.boundary.boot_seed))
+                                  boot_seed=params.boundary.boot_seed,
+                                  published=read_published_runs(PUBLISHED)))
+    write_text(MEDIANS, medians_by_width(tables.runs).to_csv(index=False, float_format="%.6f",
+                                                             lineterminator="\n"))
     write_json(TIMING, collect_timing(params, RUNS))
     print(f"[metrics] {len(tables.runs)} runs -> {TABLE}; {len(tables.circles)} circles -> "
           f"{CIRCLES}; summary -> {SUMMARY}")

@@ -1,25 +1,43 @@
-"""Stage render: figures and report/README.md from the metrics tables alone."""
+"""Stage render: figures and report/README.md from the metrics tables alone (and the paper's
+published runs and released models, measured by the paper_models stage)."""
 
 from pathlib import Path
 
+import pandas as pd
+
 from clockpizza.figures.example_plots import example_figure
 from clockpizza.figures.plots import save
-from clockpizza.figures.report import FIGURES as STEMS
-from clockpizza.figures.report import build_report, draw_figures, examples_section, load_timing
+from clockpizza.figures.report import (
+    ALL_FIGURES,
+    FIG3,
+    PaperInputs,
+    build_report,
+    draw_figures,
+    examples_context,
+    load_timing,
+)
 from clockpizza.io.cli import run_stage
 from clockpizza.io.params import load_params
 from clockpizza.io.table import (
     CIRCLES_SCHEMA,
     EXAMPLE_TABLES,
+    PAPER_MODELS_SCHEMA,
     read_runs_table,
     read_table,
     write_text,
 )
+from clockpizza.results.paper_compare import PAPER_EXAMPLES, read_published_runs
 
 TABLE, FIGURES, REPORT = "metrics/runs.parquet", "report/figures", "report/README.md"
 CIRCLES, EXAMPLES = "metrics/circles.parquet", "metrics/examples"
 # The training wall time recorded by the metrics stage (clockpizza.figures.report.load_timing).
 TIMING = "metrics/timing.json"
+# The paper: its published runs (in git), its models measured (stage paper_models) and the
+# mid-α experiment's table (in git; python -m clockpizza.tools.mid_alpha).
+PUBLISHED = "paper/published_runs_fixed_width.csv"
+PAPER_MODELS, PAPER_CIRCLES = "metrics/paper_models.parquet", "metrics/paper_circles.parquet"
+PAPER_EXAMPLES_DIR = "metrics/paper_examples"
+MID_ALPHA = "results/mid_alpha/mid_alpha.csv"
 
 
 def main() -> None:
@@ -27,28 +45,48 @@ def main() -> None:
     runs = read_runs_table(TABLE)
     if runs.empty:
         raise ValueError(f"{TABLE}: no runs, nothing to draw")
+    have_paper = Path(PAPER_MODELS).is_file()
+    paper = PaperInputs(
+        models=read_table(PAPER_MODELS, PAPER_MODELS_SCHEMA, "paper_models") if have_paper
+        else None,
+        published=read_published_runs(PUBLISHED) if Path(PUBLISHED).is_file() else None,
+        mid_alpha=pd.read_csv(MID_ALPHA) if Path(MID_ALPHA).is_file() else None,
+    )
     fit = {"n_boot": params.boundary.n_boot, "boot_seed": params.boundary.boot_seed}
-    figures = draw_figures(runs, fig1_width=params.render.fig1_width, **fit)
+    figures = draw_figures(runs, fig1_width=params.render.fig1_width, **fit,
+                           published=paper.published)
 
+    # Figure 3: ours from the mechanism stage, the authors' from the paper_models stage.
     circles = read_table(CIRCLES, CIRCLES_SCHEMA, "metrics")
     ex = {name: read_table(f"{EXAMPLES}/{name}.parquet", schema, "mechanism")
           for name, schema in EXAMPLE_TABLES.items()}
     chosen = dict(ex["correct_logits"].drop_duplicates("role")[["role", "run_id"]].values)
     by_id = runs.set_index("run_id")
-    for role, stem in (("clock", "fig3_model_a_clock"), ("pizza", "fig3_model_b_pizza")):
-        figures[stem] = example_figure(role, ex["embedding"], ex["correct_logits"],
-                                       ex["attention"], circles, by_id.loc[chosen[role]])
+    for role in ("pizza", "clock"):
+        figures[FIG3["ours", role]] = example_figure(role, ex["embedding"], ex["correct_logits"],
+                                                     ex["attention"], circles,
+                                                     by_id.loc[chosen[role]])
+    paper_side = None
+    if paper.models is not None:
+        paper_circles = read_table(PAPER_CIRCLES, CIRCLES_SCHEMA, "paper_models")
+        pex = {name: read_table(f"{PAPER_EXAMPLES_DIR}/{name}.parquet", schema, "paper_models")
+               for name, schema in EXAMPLE_TABLES.items()}
+        models = paper.models.set_index("paper_runid")
+        for role, runid in PAPER_EXAMPLES.items():
+            figures[FIG3["paper", role]] = example_figure(
+                role, pex["embedding"], pex["correct_logits"], pex["attention"], paper_circles,
+                models.loc[runid].rename({"paper_runid": "run_id"}))
+        paper_side = (paper.models, paper_circles)
     for stem, fig in figures.items():
         save(fig, f"{FIGURES}/{stem}")
-    for stem in set(STEMS) - set(figures):  # a figure whose data left the table goes too
+    for stem in set(ALL_FIGURES) - set(figures):  # a figure whose data left the table goes too
         for ext in (".png", ".svg"):
             Path(FIGURES, stem + ext).unlink(missing_ok=True)
     paths = {stem: f"figures/{stem}.png" for stem in figures}
-    examples = examples_section(runs, circles, chosen,
-                                {"clock": paths["fig3_model_a_clock"],
-                                 "pizza": paths["fig3_model_b_pizza"]})
+    examples = examples_context(runs, circles, chosen, paths, paper_side)
     write_text(REPORT, build_report(runs, paths, params.render.fig1_width, **fit,
-                                    timing=load_timing(TIMING), examples=examples))
+                                    timing=load_timing(TIMING), examples=examples, paper=paper,
+                                    rule=params.phase))
     print(f"[render] {len(figures)} figures -> {FIGURES}/, report -> {REPORT}")
 
 

@@ -170,8 +170,10 @@ def test_report_section_names_the_runs_and_tabulates_their_circles() -> None:
     runs.iloc[1, runs.columns.get_loc("attn_rate")] = 1.0
     text = examples_section(runs, t["circles"], {"clock": "another_run_", "pizza": RUN},
                             {"clock": "figures/a.png", "pizza": "figures/b.png"})
-    assert "### Model A: run `another_run_` (α = 1" in text
-    assert "### Model B: run `0123456789ab` (α = 0" in text
-    assert "![Model B](figures/b.png)" in text
+    # The authors' naming: Model A is the pizza, Model B the clock.
+    assert text.index("### Model A (pizza)") < text.index("### Model B (clock)")
+    assert "**Ours:** run `0123456789ab` (α = 0" in text
+    assert "**Ours:** run `another_run_` (α = 1" in text
+    assert "![Model A](figures/b.png)" in text
     # Circle 2 of Model B, with the components numbered from 1.
     assert "| 2 | 3, 4 | 6 | 0.200 | 1.000 | -1.000 | -1.000 | 0.970 | accompanying |" in text

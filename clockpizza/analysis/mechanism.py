@@ -1,4 +1,4 @@
-"""The data of the Model A (clock) / Model B (pizza) figures, SPEC figure 3, from saved weights.
+"""The data of the Model A (pizza) / Model B (clock) figures, SPEC figure 3, from saved weights.
 
 Figures never read weights: this module turns the weights of the two example runs into small
 tables (token coordinates on the principal components, the correct-logit table, attention
@@ -22,8 +22,8 @@ from clockpizza.science.data import all_pairs, encode
 from clockpizza.science.model import BatchedTransformer, stack
 from clockpizza.science.runs import open_run
 
-# Model A of the paper is a clock (α = 1), Model B a pizza (α = 0).
-ROLES = {"clock": 1.0, "pizza": 0.0}
+# Model A of the paper is a pizza (α = 0), Model B a clock (α = 1) (the authors' notebook).
+ROLES = {"pizza": 0.0, "clock": 1.0}
 
 
 def choose_examples(runs: pd.DataFrame, render: RenderConfig) -> dict[str, str]:
@@ -113,7 +113,7 @@ def example_tables(model: BatchedTransformer, p: int, role: str, run_id: str,
 
 def collect_examples(params: Params, runs: pd.DataFrame,
                      runs_root: str | Path) -> dict[str, pd.DataFrame]:
-    """The figure tables of both example runs, stacked (clock rows first)."""
+    """The figure tables of both example runs, stacked (pizza rows first)."""
     chosen = choose_examples(runs, params.render)
     dirs = run_dirs(params, runs_root)
     parts: dict[str, list[pd.DataFrame]] = {}

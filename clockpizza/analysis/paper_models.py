@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from clockpizza.analysis.circles import analyse_models, run_summary
+from clockpizza.analysis.mechanism import example_tables
 from clockpizza.analysis.metrics import (
     all_pair_logits,
     circularity,
@@ -29,6 +30,7 @@ from clockpizza.analysis.metrics import (
 )
 from clockpizza.io.params import CirclesConfig, PhaseConfig
 from clockpizza.io.table import CIRCLE_COLUMNS
+from clockpizza.results.paper_compare import PAPER_EXAMPLES
 from clockpizza.results.phases import classify
 from clockpizza.science.data import all_pairs
 from clockpizza.science.model import BatchedTransformer
@@ -109,3 +111,19 @@ def paper_tables(folder: str | Path, published_csv: str | Path, n_components: in
     table["phase"] = classify(table.assign(test_acc=table["accuracy"]), phase)
     circle_table = pd.concat([f for f in frames if not f.empty], ignore_index=True)
     return table, circle_table[list(CIRCLE_COLUMNS)]
+
+
+def paper_examples(folder: str | Path, n_pcs: int) -> dict[str, pd.DataFrame]:
+    """Figure 3's tables (:func:`clockpizza.analysis.mechanism.example_tables`) for the
+    authors' Model A and Model B, stacked (pizza rows first)."""
+    parts: dict[str, list[pd.DataFrame]] = {}
+    for role, runid in PAPER_EXAMPLES.items():
+        path = Path(folder) / f"{runid}.safetensors"
+        run = load_paper_run(path)
+        model = run.model()
+        if not isinstance(model, BatchedTransformer):
+            raise ValueError(f"{path}: Model {'A' if role == 'pizza' else 'B'} must be a "
+                             "transformer")
+        for name, df in example_tables(model, run.p, role, runid, n_pcs).items():
+            parts.setdefault(name, []).append(df)
+    return {name: pd.concat(dfs, ignore_index=True) for name, dfs in parts.items()}

@@ -1,4 +1,4 @@
-"""The Model A (clock) / Model B (pizza) figures, SPEC figure 3, as pure functions of tables.
+"""The Model A (pizza) / Model B (clock) figures, SPEC figure 3, as pure functions of tables.
 
 Inputs are the example tables of the mechanism stage (``metrics/examples/*.parquet``) and the
 circles table (``metrics/circles.parquet``); never weights, never torch.
@@ -12,7 +12,8 @@ from matplotlib.figure import Figure
 
 from clockpizza.figures.plots import _figure
 
-TITLES = {"clock": "Model A (clock example)", "pizza": "Model B (pizza example)"}
+# The authors' notebook: Model A is the pizza (α = 0), Model B the clock (α = 1).
+TITLES = {"pizza": "Model A (pizza example)", "clock": "Model B (clock example)"}
 
 
 def around_circle(p: int, k: int) -> np.ndarray:
@@ -117,8 +118,10 @@ def example_figure(role: str, embedding: pd.DataFrame, correct_logits: pd.DataFr
     if mine.empty:
         panels[0].text(0.5, 0.5, "no circle found", ha="center", va="center")
         panels[0].set_axis_off()
+    seed = run.get("seed")
+    seed_txt = "" if seed is None or pd.isna(seed) else f", seed {seed}"
     top.suptitle(f"{TITLES[role]}: run {run_id}, α = {run['attn_rate']:g}, "
-                 f"width {run['width']}, seed {run['seed']} — GS "
+                 f"width {run['width']}{seed_txt} — GS "
                  f"{run['gradient_symmetricity']:.2f}, DI {run['distance_irrelevance']:.2f}, "
                  f"phase {run['phase']}", fontsize=9)
 

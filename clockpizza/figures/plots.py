@@ -47,18 +47,28 @@ def _scatter(ax: Axes, df: pd.DataFrame, x: str, y: str, hue: str, *, marker: st
     ax.figure.colorbar(sc, ax=ax, label=LABELS[hue])
 
 
-def fixed_width(runs: pd.DataFrame, width: int) -> Figure:
+PAPER_COLOUR = "0.55"
+
+
+def fixed_width(runs: pd.DataFrame, width: int,
+                published: pd.DataFrame | None = None) -> Figure:
     """SPEC figure 1: DI against α coloured by GS, and GS against α coloured by DI.
 
     Draws every 1-layer transformer run without ablations (:func:`main_runs`) at the grid width
-    nearest to ``width`` (one point per run).
+    nearest to ``width`` (one point per run). With ``published`` (the paper's width-128 runs,
+    :func:`clockpizza.results.paper_compare.read_published_runs`) those are drawn behind ours
+    as small grey points: same metrics (GS on the paper's triples, DI of the largest incorrect
+    logit), so the two clouds compare directly.
     """
     runs = main_runs(runs)
     w = nearest_width(runs, width)
     df = runs[runs["width"] == w].sort_values(SORT)
-    fig = _figure((9, 3.6))
+    fig = _figure((9, 3.9 if published is not None else 3.6))
     axes = fig.subplots(1, 2)
     for ax, (y, hue) in zip(axes, ((DI, GS), (GS, DI)), strict=True):
+        if published is not None:
+            ax.scatter(published["attn_rate"], published[y], s=5, c=PAPER_COLOUR, alpha=0.35,
+                       linewidths=0, gid="paper-runs", zorder=1, rasterized=True)
         _scatter(ax, df, "attn_rate", y, hue)
         nc = df[df["phase"] == "non-circular"]
         if len(nc):
@@ -67,6 +77,10 @@ def fixed_width(runs: pd.DataFrame, width: int) -> Figure:
     fig.suptitle(f"1 layer, width {w}: {len(df)} runs "
                  f"({df['seed'].nunique()} seeds × {df['attn_rate'].nunique()} attention rates)"
                  + ("; x: non-circular" if len(nc) else ""))
+    if published is not None:
+        handle = Line2D([], [], color=PAPER_COLOUR, marker="o", linestyle="", markersize=3)
+        fig.legend([handle], [f"the paper's published runs, width 128 ({len(published)})"],
+                   loc="outside lower center", frameon=False)
     return fig
 
 

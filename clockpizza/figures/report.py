@@ -1,12 +1,13 @@
-"""report/README.md as a pure function of the runs table (numbers are never typed by hand).
+"""report/README.md as a pure function of the tables (numbers are never typed by hand).
 
 The report reads like the results section of the paper: what was run, each figure with what it
-shows and the numbers behind it, the fitted phase boundary, the appendix figures, where our
-result differs from the paper's and why we think so, and the hardware. Each section is its own
-function returning markdown; :func:`build_report` joins them. The paper's own numbers (quoted
-from the paper, SPEC "What the paper found") are the constants ``PAPER_*`` below; every other
-number is computed from the table. No dates, no timings taken here: identical inputs give
-identical bytes.
+shows and the numbers behind it, the fitted phase boundary, the authors' own models and runs
+beside ours, the appendix figures, where our result differs from the paper's and why we think
+so, and the hardware. Its text is the Jinja2 template ``templates/report.md.j2``; each
+``_*_context`` function here computes the numbers of one section and :func:`build_report` renders
+them. The paper's own quoted claims (SPEC "What the paper found") are the constants ``PAPER_*``
+below; every other number is computed from the tables. No dates, no timings taken here:
+identical inputs give identical bytes.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import jinja2
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -32,7 +36,16 @@ from clockpizza.figures.plots import (
     per_point,
     phase_diagram,
 )
+from clockpizza.io.params import PhaseConfig
 from clockpizza.results.boundary import Boundary, fit_boundary, why_no_boundary
+from clockpizza.results.paper_compare import (
+    PAPER_EXAMPLES,
+    TOL_DI,
+    TOL_GS,
+    compared_width,
+    published_phase_shares,
+    tenth_table,
+)
 from clockpizza.results.phases import PHASES
 from clockpizza.results.selection import main_runs, mlp_order, mlp_runs, transformers, unablated
 
@@ -48,15 +61,20 @@ PAPER_RUNS = "~14 000"
 FIG1, FIG2 = "fig1_fixed_width", "fig2_phase_diagram"
 LAYERS, ABLATIONS, MLP = "appendix_layers", "appendix_ablations", "appendix_mlp_family"
 FIGURES = (FIG1, FIG2, LAYERS, ABLATIONS, MLP)
-# The command that puts each figure's data into the table, named when a figure is not drawn.
-# The grid axes n_layers, diff_vocab, eqn_sign and family are top-level list keys of
-# params.yaml, like attn_rate (README, "Choosing what to run").
+# Figure 3: (who, role) -> stem. Model A is the pizza, Model B the clock (the authors' naming).
+FIG3 = {("paper", "pizza"): "fig3_paper_model_a_pizza", ("ours", "pizza"): "fig3_model_a_pizza",
+        ("paper", "clock"): "fig3_paper_model_b_clock", ("ours", "clock"): "fig3_model_b_clock"}
+ALL_FIGURES = FIGURES + tuple(FIG3.values())
+# The command that puts each figure's data into the table, named when a figure is not drawn
+# (keys of params.yaml; tests/test_report.py runs each through the params check).
 PRODUCE = {
-    FIG1: "dvc exp run -S 'n_layers=[1]' -S 'family=[transformer]'",
-    FIG2: "dvc exp run -S 'n_layers=[1]' -S 'family=[transformer]'",
-    LAYERS: "dvc exp run -S 'n_layers=[1,2,3,4]'",
-    ABLATIONS: "dvc exp run -S 'diff_vocab=[false,true]' -S 'eqn_sign=[false,true]'",
-    MLP: "dvc exp run -S 'family=[A,B,C,D,X]'",
+    FIG1: "dvc exp run -S 'model.n_layers=1' -S 'data.diff_vocab=false' "
+          "-S 'data.eqn_sign=false'",
+    FIG2: "dvc exp run -S 'model.n_layers=1' -S 'data.diff_vocab=false' "
+          "-S 'data.eqn_sign=false'",
+    LAYERS: "dvc exp run -S 'model.n_layers=[1,2,3,4]'",
+    ABLATIONS: "dvc exp run -S 'data.diff_vocab=[false,true]' -S 'data.eqn_sign=[false,true]'",
+    MLP: "dvc exp run -S 'mlp_family.models=[A,B,C,D,X]'",
 }
 
 
@@ -65,12 +83,14 @@ PRODUCE = {
 
 
 def draw_figures(runs: pd.DataFrame, *, fig1_width: int, n_boot: int,
-                 boot_seed: int) -> dict[str, Figure]:
-    """Every figure whose data is in the table, by stem; a figure without data is left out."""
+                 boot_seed: int, published: pd.DataFrame | None = None) -> dict[str, Figure]:
+    """Every figure whose data is in the table, by stem; a figure without data is left out.
+
+    ``published``: the paper's runs, drawn behind ours in figure 1."""
     main = main_runs(runs)
     out: dict[str, Figure] = {}
     if not main.empty:
-        out[FIG1] = fixed_width(main, fig1_width)
+        out[FIG1] = fixed_width(main, fig1_width, published)
         out[FIG2] = phase_diagram(main, n_boot=n_boot, boot_seed=boot_seed)
     checks: tuple[tuple[str, Callable[[pd.DataFrame], bool], Callable[[pd.DataFrame], Figure]],
                   ...] = (
@@ -110,7 +130,7 @@ def load_timing(path: str | Path) -> dict[str, object] | None:
 
 
 # --------------------------------------------------------------------------------------------
-# Small formatting helpers.
+# Small formatting helpers (also the template's filters).
 
 
 def _fmt_list(values: pd.Series) -> str:
@@ -119,7 +139,7 @@ def _fmt_list(values: pd.Series) -> str:
                      for v in sorted(values.unique()))
 
 
-def _f(x: float, digits: int = 3) -> str:
+def _f(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
 
@@ -130,6 +150,14 @@ def _n(n: int) -> str:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _g(x: float | None) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:g}"
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.0%}".replace("%", " %")
 
 
 def _signed(x: float) -> str:
@@ -155,10 +183,6 @@ def _end(runs: pd.DataFrame, alpha: float) -> str:
             f"({_count(len(at), 'run')})")
 
 
-def _figure(figures: Mapping[str, str], stem: str, alt: str) -> str:
-    return f"![{alt}]({figures[stem]})"
-
-
 def _not_drawn(stem: str, what: str) -> str:
     return (f"*Not drawn: the runs table has no {what}.* Produce them with "
             f"`{PRODUCE[stem]}` (or add the values to `params.yaml`) and `dvc repro`.")
@@ -170,11 +194,16 @@ def _majority(df: pd.DataFrame, phase: str) -> pd.Series:
     return share[share > 0.5]
 
 
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+            for row in df.to_dict("records")]
+
+
 # --------------------------------------------------------------------------------------------
-# The sections.
+# The sections' numbers.
 
 
-def _what_was_run(runs: pd.DataFrame, main: pd.DataFrame) -> str:
+def _run_context(runs: pd.DataFrame, main: pd.DataFrame) -> dict[str, Any]:
     t = transformers(runs)
     parts = [f"{len(main)} one-layer transformers without ablations (figures 1–2)"]
     deeper = unablated(runs)
@@ -187,104 +216,101 @@ def _what_was_run(runs: pd.DataFrame, main: pd.DataFrame) -> str:
     mlp = mlp_runs(runs)
     if len(mlp):
         parts.append(f"{len(mlp)} attention-free models")
-    lines = [
-        "## What was run",
-        "",
-        f"- {len(runs)} runs: " + "; ".join(parts) + ".",
-        f"- Addition mod p = {_fmt_list(runs['p'])}, 80/20 split with split seed "
-        f"{_fmt_list(runs['split_seed'])}; {_fmt_list(runs['steps'])} full-batch AdamW steps "
-        f"per model (paper: {_n(PAPER_STEPS)}); precision "
-        f"{_fmt_list(runs['precision'])}; activation {_fmt_list(runs['act'])}.",
-    ]
-    if len(main):
-        lines.append(f"- Main grid: attention rates {_fmt_list(main['attn_rate'])}; widths "
-                     f"{_fmt_list(main['width'])}; seeds {_fmt_list(main['seed'])}.")
-    lines.append(f"- Test accuracy: mean {runs['test_acc'].mean():.4f}, minimum "
-                 f"{runs['test_acc'].min():.4f}. Phases (rule in the project README): "
-                 + ", ".join(f"{ph} {(runs['phase'] == ph).mean():.0%}" for ph in PHASES) + ".")
-    return "\n".join(lines)
+    triples = runs["gs_triples"] if "gs_triples" in runs.columns else pd.Series([100])
+    estimator = ", ".join(("the paper's 100 triples of seed 42" if n == 100 else
+                           "all p³ triples (exact)" if n == 0 else f"{n} triples")
+                          for n in sorted(triples.unique()))
+    def flag(column: str) -> bool:
+        return bool(runs[column].any()) if column in runs.columns else False
+
+    return {
+        "n": len(runs), "parts": parts, "p": _fmt_list(runs["p"]),
+        "split_seed": _fmt_list(runs["split_seed"]), "steps": _fmt_list(runs["steps"]),
+        "precision": _fmt_list(runs["precision"]), "act": _fmt_list(runs["act"]),
+        "split_per_run": flag("split_per_run"), "init_per_run": flag("init_per_run"),
+        "gs_estimator": estimator,
+        "grid": None if main.empty else {"alphas": _fmt_list(main["attn_rate"]),
+                                         "widths": _fmt_list(main["width"]),
+                                         "seeds": _fmt_list(main["seed"])},
+        "acc_mean": float(runs["test_acc"].mean()), "acc_min": float(runs["test_acc"].min()),
+        "phase_shares": ", ".join(f"{ph} {(runs['phase'] == ph).mean():.0%}" for ph in PHASES)
+        + ".",
+    }
 
 
-def _headline(main: pd.DataFrame) -> str:
+def _headline_context(main: pd.DataFrame) -> dict[str, str] | None:
     if main.empty:
-        return ("## Headline\n\nThe table holds no one-layer transformer without ablations, so "
-                "the paper's main comparison cannot be made here. " + _not_drawn(FIG1, "such "
-                                                                                "runs"))
-    lo, hi = main["attn_rate"].min(), main["attn_rate"].max()
-    return f"""## Headline
-
-- Lowest attention rate, {_end(main, lo)}.
-- Highest attention rate, {_end(main, hi)}.
-- Paper (width {PAPER_WIDTH}, {_n(PAPER_STEPS)} steps): pizzas have GS {PAPER_PIZZA[GS]} and DI
-  {PAPER_PIZZA[DI]}; clocks GS {PAPER_CLOCK[GS]} and DI {PAPER_CLOCK[DI]}; the transition lies near
-  α ≈ {PAPER_ALPHA_STAR} and moves to lower α for narrower models."""
+        return None
+    return {"low": _end(main, main["attn_rate"].min()),
+            "high": _end(main, main["attn_rate"].max())}
 
 
-def _figure1_section(main: pd.DataFrame, figures: Mapping[str, str], fig1_width: int) -> str:
+def _fig1_context(main: pd.DataFrame, figures: Mapping[str, str], fig1_width: int,
+                  n_published: int) -> dict[str, Any] | None:
     if FIG1 not in figures:
-        return "## Figure 1: fixed width\n\n" + _not_drawn(FIG1, "one-layer transformer runs")
+        return None
     w = nearest_width(main, fig1_width)
     at = main[main["width"] == w]
     pizza, clock = _majority(at, "pizza"), _majority(at, "clock")
-    where = (f" (the grid width nearest to render.fig1_width = {fig1_width})"
-             if w != fig1_width else "")
     trend = []
     if len(pizza):
         trend.append(f"pizzas are the majority at α = {_fmt_list(pizza.index.to_series())}")
     if len(clock):
         trend.append(f"clocks at α = {_fmt_list(clock.index.to_series())}")
-    trend_txt = ("; ".join(trend) + ".") if trend else "no phase holds a majority at any α."
-    nc = int((at["phase"] == "non-circular").sum())
-    grid_txt = (f"{_count(at['seed'].nunique(), 'seed')} × "
-                f"{_count(at['attn_rate'].nunique(), 'attention rate')}")
-    return f"""## Figure 1: fixed width ({w})
-
-{_figure(figures, FIG1, "figure 1")}
-
-Each point is one of the {_count(len(at), "run")} at width {w}{where}:
-{grid_txt}. Left: distance irrelevance against attention rate,
-coloured by gradient symmetricity; right: the reverse. Pizzas sit at high GS and low DI, clocks at
-lower GS and higher DI; an x marks a non-circular run ({nc} here). At this width {trend_txt}"""
+    return {
+        "width": w, "path": figures[FIG1], "n": len(at),
+        "where": (f" (the grid width nearest to render.fig1_width = {fig1_width})"
+                  if w != fig1_width else ""),
+        "grid": (f"{_count(at['seed'].nunique(), 'seed')} × "
+                 f"{_count(at['attn_rate'].nunique(), 'attention rate')}"),
+        "nc": int((at["phase"] == "non-circular").sum()),
+        "trend": ("; ".join(trend) + ".") if trend else "no phase holds a majority at any α.",
+        "published": n_published,
+    }
 
 
-def _figure2_section(main: pd.DataFrame, figures: Mapping[str, str], b: Boundary | None) -> str:
+def _tenths_context(runs: pd.DataFrame, published: pd.DataFrame | None) -> dict[str, Any] | None:
+    w = compared_width(runs)
+    if published is None or w is None:
+        return None
+    table = tenth_table(runs, published, w)
+    both = table[(table["our_runs"] > 0) & (table["paper_runs"] > 0)]
+    return {"width": w, "exact": w == 128, "tol_gs": TOL_GS, "tol_di": TOL_DI,
+            "n_within": int(both["within"].sum()), "n_compared": len(both),
+            "rows": _records(table)}
+
+
+def _fig2_context(main: pd.DataFrame, figures: Mapping[str, str],
+                  b: Boundary | None) -> dict[str, Any] | None:
     if FIG2 not in figures:
-        return ("## Figure 2: phase diagram over attention rate and width\n\n"
-                + _not_drawn(FIG2, "one-layer transformer runs"))
+        return None
     means = grid_means(main)
     marked = int((means["non_circular"] > NON_CIRCULAR_MARK).sum())
-    marked_txt = (f"{marked} grid point{'s' if marked != 1 else ''} where most runs are "
-                  f"non-circular {'carry' if marked != 1 else 'carries'} an x")
-    line = ("The red line is the fitted boundary below, the shaded band its 95 % bootstrap "
-            "interval." if b is not None else "No boundary could be fitted (below).")
-    return f"""## Figure 2: phase diagram over attention rate and width
-
-{_figure(figures, FIG2, "figure 2")}
-
-Each square is one of the {len(means)} (α, width) grid points, coloured by the mean over its
-seeds of gradient symmetricity (left) and distance irrelevance (right); {marked_txt}.
-{line} The paper's boundary runs from α ≈ {PAPER_ALPHA_STAR} at width {PAPER_WIDTH} to higher α
-for wider models."""
+    return {
+        "path": figures[FIG2], "points": len(means),
+        "marked": (f"{marked} grid point{'s' if marked != 1 else ''} where most runs are "
+                   f"non-circular {'carry' if marked != 1 else 'carries'} an x"),
+        "line": ("The red line is the fitted boundary below, the shaded band its 95 % bootstrap "
+                 "interval." if b is not None else "No boundary could be fitted (below)."),
+    }
 
 
-def _boundary_section(main: pd.DataFrame, b: Boundary | None, fig1_width: int) -> str:
-    head = "### The fitted phase boundary\n\n"
+def _boundary_context(main: pd.DataFrame, b: Boundary | None,
+                      fig1_width: int) -> dict[str, Any] | None:
     if main.empty:
-        return ""
+        return None
     if b is None:
-        return head + (f"No boundary fitted: {why_no_boundary(main)}. The `boundary` block of "
-                       "`metrics/summary.json` is null.")
-    n_nc = int((main["phase"] == "non-circular").sum())
+        return {"none": why_no_boundary(main)}
     widths = sorted({*main["width"].unique().tolist(), fig1_width})
     lo, hi = b.band(np.array(widths, dtype=float))
     fitted = main.loc[main["phase"] != "non-circular", "width"]
-    rows = ["| width | α* | 95 % band |", "|---:|---:|---|"]
+    rows = []
     for w, lo_w, hi_w in zip(widths, lo, hi, strict=True):
-        note = "" if fitted.min() <= w <= fitted.max() else " (extrapolated)"
         a = b.transition_attn_rate(w)
-        beyond = (" (above 1: pizza at every α)" if a > 1 else
-                  " (below 0: clock at every α)" if a < 0 else "")
-        rows.append(f"| {w}{note} | {_f(a)}{beyond} | {_f(lo_w)}–{_f(hi_w)} |")
+        rows.append({"width": w, "alpha": a, "lo": float(lo_w), "hi": float(hi_w),
+                     "note": "" if fitted.min() <= w <= fitted.max() else " (extrapolated)",
+                     "beyond": (" (above 1: pizza at every α)" if a > 1 else
+                                " (below 0: clock at every α)" if a < 0 else "")})
     if b.fits_width:
         shift = -b.coef_log2_width / b.coef_attn_rate
         slope = (f"Per doubling of the width the transition moves by {shift:+.3f} in α "
@@ -297,126 +323,95 @@ def _boundary_section(main: pd.DataFrame, b: Boundary | None, fig1_width: int) -
     formula = (f"`P(pizza) = σ({'−' if b.intercept < 0 else ''}{abs(b.intercept):.3f} "
                f"{_signed(b.coef_attn_rate)} α "
                f"{_signed(b.coef_log2_width)} log₂ width)`")
-    return head + f"""A logistic regression of the phase on the {b.n_runs} circular runs ({n_nc}
-non-circular runs are left out, as in the paper):
-
-{formula}
-
-Its 50 % line is the transition attention rate α*(width) = −(b₀ + b_w · log₂ width) / b_α:
-
-{chr(10).join(rows)}
-
-{slope} {boot} `metrics/summary.json` carries the coefficients and α* at width {fig1_width} with
-its band (block `boundary`), so `dvc exp show` compares boundaries across experiments."""
+    return {"none": None, "n_runs": b.n_runs,
+            "n_nc": int((main["phase"] == "non-circular").sum()), "formula": formula,
+            "rows": rows, "slope": slope, "boot": boot, "width": fig1_width}
 
 
-def _summary_table(groups: list[tuple[str, pd.DataFrame]]) -> str:
-    rows = ["| runs of | n | α | GS median (lowest α) | DI median (lowest α) | "
-            "GS median (highest α) | DI median (highest α) | phases |",
-            "|---|---:|---|---:|---:|---:|---:|---|"]
+def _summary_rows(groups: list[tuple[str, pd.DataFrame]]) -> list[dict[str, Any]]:
+    rows = []
     for name, df in groups:
         lo, hi = df["attn_rate"].min(), df["attn_rate"].max()
         a, z = df[df["attn_rate"] == lo], df[df["attn_rate"] == hi]
-        rows.append(f"| {name} | {len(df)} | {lo:g}–{hi:g} | {a[GS].median():.3f} | "
-                    f"{a[DI].median():.3f} | {z[GS].median():.3f} | {z[DI].median():.3f} | "
-                    f"{_phase_counts(df)} |")
-    return "\n".join(rows)
+        rows.append({"name": name, "n": len(df), "lo": lo, "hi": hi,
+                     "gs_lo": a[GS].median(), "di_lo": a[DI].median(),
+                     "gs_hi": z[GS].median(), "di_hi": z[DI].median(),
+                     "phases": _phase_counts(df)})
+    return rows
 
 
-def _layers_section(runs: pd.DataFrame, figures: Mapping[str, str]) -> str:
-    head = "## Appendix: deeper transformers\n\n"
+def _layers_context(runs: pd.DataFrame, figures: Mapping[str, str]) -> dict[str, Any] | None:
     if LAYERS not in figures:
-        return head + _not_drawn(LAYERS, "transformer runs with 2–4 layers")
-    groups = [(name, df) for name, df in appendix.layer_panels(runs)]
-    return head + f"""{_figure(figures, LAYERS, "GS and DI per number of layers")}
-
-One column per number of layers (transformers without ablations); upper row GS, lower row DI.
-The paper finds the same two families at 2–4 layers, plus mixtures and some non-circular
-solutions.
-
-{_summary_table(groups)}"""
+        return None
+    return {"path": figures[LAYERS], "groups": _summary_rows(list(appendix.layer_panels(runs)))}
 
 
-def _ablations_section(runs: pd.DataFrame, figures: Mapping[str, str]) -> str:
-    head = "## Appendix: ablations\n\n"
+def _ablations_context(runs: pd.DataFrame,
+                       figures: Mapping[str, str]) -> dict[str, Any] | None:
     if ABLATIONS not in figures:
-        return head + _not_drawn(ABLATIONS, "runs with `diff_vocab` or `eqn_sign` switched on")
+        return None
     groups = [panel for _, _, panel in appendix.ablation_panels(runs)]
-    return head + f"""{_figure(figures, ABLATIONS, "GS and DI with and without ablations")}
-
-`diff_vocab`: token b is written as b + p (vocabulary 2p); `eqn_sign`: a third token `=` is
-appended. One column per setting and one pair of rows per depth; runs without ablation at the same
-depth are the reference.
-
-{_summary_table(groups)}"""
+    return {"path": figures[ABLATIONS], "groups": _summary_rows(groups)}
 
 
-def _mlp_section(runs: pd.DataFrame, figures: Mapping[str, str]) -> str:
-    head = "## Appendix: attention-free models\n\n"
+def _mlp_context(runs: pd.DataFrame, figures: Mapping[str, str]) -> dict[str, Any] | None:
     if MLP not in figures:
-        return head + _not_drawn(MLP, "runs of the attention-free family (models A..X)")
+        return None
     m = appendix.mlp_categories(runs)
-    rows = ["| model | width | runs | GS mean | DI mean | phases |",
-            "|---|---:|---:|---:|---:|---|"]
-    for fam in mlp_order(m["family"]):
-        for w, g in m[m["family"] == fam].groupby("width", sort=True):
-            rows.append(f"| {fam} | {w} | {len(g)} | {g[GS].mean():.3f} | {g[DI].mean():.3f} | "
-                        f"{_phase_counts(g)} |")
-    return head + f"""{_figure(figures, MLP, "GS and DI of the attention-free models")}
-
-Bars are the mean over runs, points single runs coloured by phase. A sums the two embeddings, B
-adds a second layer, C embeds each operand through the first layer separately, D concatenates the
-embeddings, X uses separate embeddings for the two operands (SPEC).
-
-{chr(10).join(rows)}"""
+    rows = [{"family": fam, "width": w, "runs": len(g), "gs": g[GS].mean(), "di": g[DI].mean(),
+             "phases": _phase_counts(g)}
+            for fam in mlp_order(m["family"])
+            for w, g in m[m["family"] == fam].groupby("width", sort=True)]
+    return {"path": figures[MLP], "rows": rows}
 
 
-def _differences_section(runs: pd.DataFrame, main: pd.DataFrame, b: Boundary | None,
-                         fig1_width: int) -> str:
-    out = ["## Where we differ from the paper, and why we think so", ""]
+def _differences(runs: pd.DataFrame, main: pd.DataFrame, b: Boundary | None,
+                 fig1_width: int) -> list[str]:
+    out = []
     steps = int(runs["steps"].max())
     if steps < PAPER_STEPS:
-        out.append(f"- **Training length.** {_n(steps)} steps per model against the paper's "
+        out.append(f"**Training length.** {_n(steps)} steps per model against the paper's "
                    f"{_n(PAPER_STEPS)}. With weight decay 2.0 the models "
                    "reach full test accuracy within a few thousand steps; the rest of a paper run "
                    "cleans the circuit up. We expect shorter runs to leave pizzas less "
                    "symmetric, clocks with a less distance-independent logit, and a wider "
                    "transition band.")
-    if not main.empty:
-        lo, hi = main["attn_rate"].min(), main["attn_rate"].max()
-        a, z = main[main["attn_rate"] == lo], main[main["attn_rate"] == hi]
-        out.append(f"- **The two ends.** At α = {lo:g} our median GS is {a[GS].median():.3f} and "
-                   f"DI {a[DI].median():.3f} (paper's pizzas: GS {PAPER_PIZZA[GS]}, DI "
-                   f"{PAPER_PIZZA[DI]}); at α = {hi:g} GS {z[GS].median():.3f} and DI "
-                   f"{z[DI].median():.3f} (paper's clocks: GS {PAPER_CLOCK[GS]}, DI "
-                   f"{PAPER_CLOCK[DI]}).")
-        widths = sorted(main["width"].unique())
-        if PAPER_WIDTH not in widths:
-            w1 = nearest_width(main, fig1_width)
-            out.append(f"- **Widths.** The grid has width{'s' if len(widths) > 1 else ''} "
-                       f"{', '.join(map(str, widths))}, so "
-                       f"figure 1 is drawn at {w1}, not the paper's {PAPER_WIDTH}. The paper "
-                       "finds that narrow models leave the pizza phase at lower α, so we expect "
-                       "the transition at our widths to sit below its α ≈ "
-                       f"{PAPER_ALPHA_STAR}.")
-        out.append(_boundary_difference(main, b, fig1_width))
-        n_seeds = main.groupby(["width", "attn_rate"]).size()
-        out.append(f"- **Sample size.** {len(main)} one-layer runs on a fixed grid "
-                   f"({per_point(n_seeds).replace('mean over ', '')}) against the paper's "
-                   f"{PAPER_RUNS} random runs: the band of the boundary is wider than a "
-                   "paper-scale sweep would give, and on a grid the line is placed no finer "
-                   "than midway between neighbouring attention rates.")
-        nc = float((main["phase"] == "non-circular").mean())
-        if nc > 0:
-            out.append(f"- **Non-circular runs.** {nc:.0%} of the one-layer runs are "
-                       "non-circular (not learned, or embeddings not made of circles); like the "
-                       "paper we leave them out of the boundary fit.")
-    return "\n".join(out)
+    if main.empty:
+        return out
+    lo, hi = main["attn_rate"].min(), main["attn_rate"].max()
+    a, z = main[main["attn_rate"] == lo], main[main["attn_rate"] == hi]
+    out.append(f"**The two ends.** At α = {lo:g} our median GS is {a[GS].median():.3f} and "
+               f"DI {a[DI].median():.3f} (paper's pizzas: GS {PAPER_PIZZA[GS]}, DI "
+               f"{PAPER_PIZZA[DI]}); at α = {hi:g} GS {z[GS].median():.3f} and DI "
+               f"{z[DI].median():.3f} (paper's clocks: GS {PAPER_CLOCK[GS]}, DI "
+               f"{PAPER_CLOCK[DI]}).")
+    widths = sorted(main["width"].unique())
+    if PAPER_WIDTH not in widths:
+        w1 = nearest_width(main, fig1_width)
+        out.append(f"**Widths.** The grid has width{'s' if len(widths) > 1 else ''} "
+                   f"{', '.join(map(str, widths))}, so "
+                   f"figure 1 is drawn at {w1}, not the paper's {PAPER_WIDTH}. The paper "
+                   "finds that narrow models leave the pizza phase at lower α, so we expect "
+                   "the transition at our widths to sit below its α ≈ "
+                   f"{PAPER_ALPHA_STAR}.")
+    out.append(_boundary_difference(main, b, fig1_width))
+    n_seeds = main.groupby(["width", "attn_rate"]).size()
+    out.append(f"**Sample size.** {len(main)} one-layer runs on a fixed grid "
+               f"({per_point(n_seeds).replace('mean over ', '')}) against the paper's "
+               f"{PAPER_RUNS} random runs: the band of the boundary is wider than a "
+               "paper-scale sweep would give, and on a grid the line is placed no finer "
+               "than midway between neighbouring attention rates.")
+    nc = float((main["phase"] == "non-circular").mean())
+    if nc > 0:
+        out.append(f"**Non-circular runs.** {nc:.0%} of the one-layer runs are "
+                   "non-circular (not learned, or embeddings not made of circles); like the "
+                   "paper we leave them out of the boundary fit.")
+    return out
 
 
 def _boundary_difference(main: pd.DataFrame, b: Boundary | None, fig1_width: int) -> str:
     if b is None:
-        return ("- **Boundary.** None could be fitted (" + why_no_boundary(main) + "), so the "
+        return ("**Boundary.** None could be fitted (" + why_no_boundary(main) + "), so the "
                 f"paper's transition near α ≈ {PAPER_ALPHA_STAR} cannot be compared.")
     a = b.transition_attn_rate(PAPER_WIDTH)
     lo, hi = (float(x[0]) for x in b.band(np.array([float(PAPER_WIDTH)])))
@@ -430,7 +425,7 @@ def _boundary_difference(main: pd.DataFrame, b: Boundary | None, fig1_width: int
         verdict = "below the paper's"
     else:
         verdict = "above the paper's"
-    text = (f"- **Boundary.** At width {PAPER_WIDTH} our fitted transition is α* = {_f(a)}"
+    text = (f"**Boundary.** At width {PAPER_WIDTH} our fitted transition is α* = {_f(a)}"
             f"{band}{extrap}: {verdict} α ≈ {PAPER_ALPHA_STAR}.")
     if b.fits_width:
         shift = -b.coef_log2_width / b.coef_attn_rate
@@ -441,134 +436,254 @@ def _boundary_difference(main: pd.DataFrame, b: Boundary | None, fig1_width: int
     return text
 
 
-def _compute_section(runs: pd.DataFrame, timing: Mapping[str, object] | None) -> str:
+def _compute_lines(runs: pd.DataFrame, timing: Mapping[str, object] | None) -> list[str]:
     devices = runs["device"].value_counts().sort_index()
     hw = "; ".join(f"{n} runs on `{d}`" for d, n in devices.items())
-    lines = ["## Hardware and wall time", "",
-             f"- Hardware (the `device` column): {hw}; precision {_fmt_list(runs['precision'])}."]
+    lines = [f"- Hardware (the `device` column): {hw}; precision {_fmt_list(runs['precision'])}."]
     if timing is None:
         lines.append("- Wall time is not in the runs table and `metrics/timing.json` is absent; "
                      "the progress bar of each `train@<width>-<seed>` stage in the `dvc repro` "
                      "log shows its elapsed time.")
-    else:
-        total = float(timing["total_wall_s"])  # type: ignore[arg-type]
-        lines.append(f"- Training wall time (`metrics/timing.json`): {_duration(total)} in "
-                     "total.")
-        groups = timing.get("groups")
-        if isinstance(groups, list) and groups:
-            for g in sorted(groups, key=lambda g: str(g.get("group", ""))):
-                extra = ", ".join(f"{k} {g[k]}" for k in ("n_models", "steps", "device")
-                                  if k in g)
-                lines.append(f"  - `{g.get('group', '?')}`: "
-                             f"{_duration(float(g.get('wall_s', math.nan)))}"
-                             + (f" ({extra})" if extra else ""))
-    return "\n".join(lines)
+        return lines
+    total = float(timing["total_wall_s"])  # type: ignore[arg-type]
+    lines.append(f"- Training wall time (`metrics/timing.json`): {_duration(total)} in total.")
+    groups = timing.get("groups")
+    if isinstance(groups, list) and groups:
+        for g in sorted(groups, key=lambda g: str(g.get("group", ""))):
+            extra = ", ".join(f"{k} {g[k]}" for k in ("n_models", "steps", "device") if k in g)
+            lines.append(f"  - `{g.get('group', '?')}`: "
+                         f"{_duration(float(g.get('wall_s', math.nan)))}"
+                         + (f" ({extra})" if extra else ""))
+    return lines
 
 
-def _grid_table(main: pd.DataFrame) -> str:
-    if main.empty:
-        return ""
-    rows = ["## Every grid point of figure 2", "",
-            "| width | α | runs | GS mean | DI mean | circularity | test acc | phases |",
-            "|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for (w, a), g in main.groupby(["width", "attn_rate"], sort=True):
-        rows.append(f"| {w} | {a:.3g} | {len(g)} | {g[GS].mean():.3f} | {g[DI].mean():.3f} | "
-                    f"{g['circularity'].mean():.3f} | {g['test_acc'].mean():.3f} | "
-                    f"{_phase_counts(g)} |")
-    return "\n".join(rows)
+def _grid_rows(main: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{"width": w, "alpha": a, "runs": len(g), "gs": g[GS].mean(), "di": g[DI].mean(),
+             "circ": g["circularity"].mean(), "acc": g["test_acc"].mean(),
+             "phases": _phase_counts(g)}
+            for (w, a), g in main.groupby(["width", "attn_rate"], sort=True)]
 
 
-HOW = """## How it was made
-
-`dvc repro` with the committed `params.yaml`; stages `dataset → train@<width>-<seed> → metrics →
-render`. Load the data with `pandas.read_parquet("metrics/runs.parquet")`; the fitted boundary is
-`clockpizza.results.boundary.fit_main(runs)`."""
+# --------------------------------------------------------------------------------------------
+# The authors' models and runs, and the mid-α experiment.
 
 
-def build_report(runs: pd.DataFrame, figures: Mapping[str, str], fig1_width: int, *,
-                 n_boot: int = 200, boot_seed: int = 0,
-                 timing: Mapping[str, object] | None = None, examples: str = "") -> str:
-    """The markdown report.
+@dataclass(frozen=True)
+class PaperInputs:
+    """What the render stage knows of the paper (each part optional: a section without its
+    data is left out). ``models``: metrics/paper_models.parquet; ``published``: the paper's
+    runs (:func:`~clockpizza.results.paper_compare.read_published_runs`); ``mid_alpha``:
+    the table of :mod:`clockpizza.tools.mid_alpha` (``results/mid_alpha/mid_alpha.csv``)."""
 
-    ``figures`` maps the stems in :data:`FIGURES` that were drawn to paths relative to the
-    report; a stem that is absent is reported as not drawn, with the command that produces its
-    data. The boundary is refitted here exactly as figure 2 and summary.json fit it (same
-    ``n_boot`` and ``boot_seed``). ``timing`` is the optional :func:`load_timing` record;
-    ``examples`` the Model A / Model B section (:func:`examples_section`), placed after the
-    boundary.
-    """
-    main = main_runs(runs)
-    b = fit_boundary(main, n_boot=n_boot, seed=boot_seed) if not main.empty else None
-    sections = [
-        "# Results: the Clock and the Pizza, reproduced\n\n"
-        "Generated by the `render` stage of `dvc repro` from `metrics/runs.parquet`; do not edit "
-        "by hand. Every number below is computed from that table, except the paper's, which are "
-        "quoted.",
-        _what_was_run(runs, main),
-        _headline(main),
-        _figure1_section(main, figures, fig1_width),
-        _figure2_section(main, figures, b),
-        _boundary_section(main, b, fig1_width),
-        examples.strip(),
-        _layers_section(runs, figures),
-        _ablations_section(runs, figures),
-        _mlp_section(runs, figures),
-        _differences_section(runs, main, b, fig1_width),
-        _compute_section(runs, timing),
-        _grid_table(main),
-        HOW,
-    ]
-    return "\n\n".join(s for s in sections if s) + "\n"
+    models: pd.DataFrame | None = None
+    published: pd.DataFrame | None = None
+    mid_alpha: pd.DataFrame | None = None
+
+
+def _paper_models_context(models: pd.DataFrame | None) -> dict[str, Any] | None:
+    if models is None or models.empty:
+        return None
+    rows = []
+    for r in models.sort_values("paper_runid").itertuples():
+        kind = ("" if r.family == "transformer" else f" (attention-free {r.family})")
+        ablation = (" (diff_vocab)" if r.diff_vocab else "") + (" (eqn_sign)" if r.eqn_sign
+                                                                 else "")
+        role = {"p99zdpze5l": " **Model A**", "l8k1hzciux": " **Model B**"}.get(r.paper_runid,
+                                                                                  "")
+        rows.append({"paper_runid": r.paper_runid, "note": role + kind + ablation,
+                     "attn_rate": r.attn_rate, "width": r.width,
+                     "gs": r.gradient_symmetricity_as_published,
+                     "gs_pub": r.gradient_symmetricity_published,
+                     "di": r.distance_irrelevance, "di_pub": r.distance_irrelevance_published,
+                     "di_correct": r.distance_irrelevance_correct, "circ": r.circularity,
+                     "circ_pub": r.circularity_published, "n_circles": r.n_circles,
+                     "phase": r.phase})
+    b = models[models["paper_runid"] == "l8k1hzciux"]
+    model_b = ""
+    if len(b):
+        model_b = (
+            "**Model B's circles.** With the paper's FVE only the first circle of Model B types "
+            "(clock); the others score low for every template. That is the analysis, not the "
+            "model: with one circle kept, most of the variance of Model B's logit tensor is a "
+            "profile over c alone (the logit of each answer, whatever a and b), which no "
+            "template of (a, b, c) explains. Removing each c's mean over (a, b) first "
+            "(`circles.type_from: centred`, columns `fve_*_centred` of "
+            "`metrics/paper_circles.parquet`) types two more clock circles and a pizza circle "
+            "with its accompanying circle: Model B is a clock with a pizza component.")
+    notes = "; for `18c9ev5v5p` (diff_vocab) as the authors evaluated it, b written as token b"
+    return {"rows": rows, "model_b": model_b,
+            "gs_note": notes if (models["diff_vocab"]).any() else ""}
+
+
+def _rule_context(published: pd.DataFrame | None,
+                  rule: PhaseConfig | None) -> dict[str, Any] | None:
+    if published is None or rule is None:
+        return None
+    shares = published_phase_shares(published, rule.pizza_min_gs, 0.6, rule.min_circularity,
+                                    rule.min_test_acc)
+    low = shares[shares["alpha_hi"] <= 0.5]
+    weights = low["runs"] / low["runs"].sum()
+    return {"n": len(published), "min_gs": rule.pizza_min_gs, "max_di": rule.pizza_max_di,
+            "low_gs": _pct(float((low["pizza_gs"] * weights).sum())),
+            "low_gs_di": _pct(float((low["pizza_gs_di"] * weights).sum())),
+            "symmetric_high_di": int(low["symmetric_high_di"].sum()),
+            "rows": _records(shares)}
+
+
+def _mid_alpha_context(table: pd.DataFrame | None) -> dict[str, Any] | None:
+    if table is None or table.empty:
+        return None
+    rows = []
+    for cond, g in table.groupby("condition", sort=False):
+        sym = int(((g[GS] >= 0.9) & (g[DI] > 0.6)).sum())
+        rows.append({"condition": cond, "runs": len(g), "gs": g[GS].median(),
+                     "di": g[DI].median(), "sym_high_di": sym, "phases": _phase_counts(g)})
+    alphas = _fmt_list(table["attn_rate"])
+    widths = _fmt_list(table["width"])
+    steps = _fmt_list(table["steps"])
+    text = (f"`python -m clockpizza.tools.mid_alpha` trained width {widths} at α = {alphas} for "
+            f"{steps} steps under four conditions: `shared` (every rate of a seed from the same "
+            "weights, one split: our default), `own_init` (`model.init_per_run`), "
+            "`own_init_split` (also `data.split_per_run`: each run its own split, as the "
+            "paper's), and `paper_loop` (the paper's one-model training loop, own weights and "
+            "split). The table is `results/mid_alpha/mid_alpha.csv` (in git); the phase column "
+            "uses the phase rule of the time the table was made.")
+    return {"text": text, "rows": rows}
+
+
+# --------------------------------------------------------------------------------------------
+# Figure 3.
 
 
 _EXPLAIN = {
-    "clock": (
-        "The paper's Model A (α = 1) is a clock: its embedding is a few clean circles, each "
-        "explained by Q_clock, and its correct logit depends on a + b alone, so the reordered "
-        "table shows no bands along a − b (DI near 1). With full attention the weight each head "
-        "puts on a changes with the inputs."
-    ),
     "pizza": (
-        "The paper's Model B (α = 0) is a pizza: clean circles explained by Q_pizza, each with "
-        "an accompanying circle at twice its frequency (Q_acc), and a correct logit that "
-        "depends on a − b through |cos(w(a − b)/2)|: with rows ordered by k(a − b) mod p it is "
-        "one bright band across the middle (low DI). At α = 0 attention is constant: every "
-        "weight is 1."
+        "Model A (α = 0) is a pizza: clean circles explained by Q_pizza, each with an "
+        "accompanying circle at twice its frequency (Q_acc), and a correct logit that depends "
+        "on a − b through |cos(w(a − b)/2)|: with rows ordered by k(a − b) mod p it is one "
+        "bright band across the middle (low DI). At α = 0 attention is constant: every weight "
+        "is 1."
+    ),
+    "clock": (
+        "Model B (α = 1) is a clock: its embedding is a few clean circles, each explained by "
+        "Q_clock, and its correct logit depends on a + b alone, so the reordered table shows "
+        "no bands along a − b (DI near 1). With full attention the weight each head puts on a "
+        "changes with the inputs."
     ),
 }
+_NAMES = {"pizza": "Model A", "clock": "Model B"}
+
+
+def _side(who: str, run: pd.Series, run_id: str, circles: pd.DataFrame,
+          path: str) -> dict[str, Any]:
+    seed = run.get("seed")
+    return {"who": who, "run_id": run_id, "path": path, "alpha": float(run["attn_rate"]),
+            "width": int(run["width"]),
+            "seed": "" if seed is None or pd.isna(seed) else f", seed {int(seed)}",
+            "gs": float(run[GS]), "di": float(run[DI]), "n_circles": int(run["n_circles"]),
+            "dominant": run["dominant_circle_type"], "phase": run["phase"],
+            "circles": circles_markdown(circles, run_id)}
+
+
+def examples_context(runs: pd.DataFrame, circles: pd.DataFrame, chosen: dict[str, str],
+                     figures: Mapping[str, str],
+                     paper: tuple[pd.DataFrame, pd.DataFrame] | None = None,
+                     ) -> list[dict[str, Any]]:
+    """Figure 3's numbers: per role (pizza = Model A, then clock = Model B) our run and, with
+    ``paper`` = (paper_models table, paper circles), the authors' beside it.
+
+    ``chosen`` maps role to our run_id; ``figures`` maps the stems of :data:`FIG3` to paths.
+    """
+    by_id = runs.set_index("run_id")
+    out = []
+    for role in ("pizza", "clock"):
+        ours = _side("Ours:", by_id.loc[chosen[role]], chosen[role], circles,
+                     figures[FIG3["ours", role]])
+        theirs = None
+        if paper is not None and FIG3["paper", role] in figures:
+            models, paper_circles = paper
+            runid = PAPER_EXAMPLES[role]
+            row = models.set_index("paper_runid").loc[runid]
+            theirs = _side("The authors':", row, runid, paper_circles,
+                           figures[FIG3["paper", role]])
+        out.append({"name": _NAMES[role], "role": role, "explain": _EXPLAIN[role],
+                    "ours": ours, "paper": theirs})
+    return out
 
 
 def examples_section(runs: pd.DataFrame, circles: pd.DataFrame, chosen: dict[str, str],
                      figures: dict[str, str]) -> str:
-    """Markdown for the Model A / Model B figures: what each shows, and its circles.
+    """Figure 3's section alone (our runs only), as markdown: ``figures`` maps role to path."""
+    paths = {FIG3["ours", role]: path for role, path in figures.items()}
+    return _render("examples.md.j2",
+                   {"examples": examples_context(runs, circles, chosen, paths)})
 
-    ``chosen`` maps role ("clock", "pizza") to run_id, ``figures`` role to an image path.
+
+# --------------------------------------------------------------------------------------------
+# Rendering.
+
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("clockpizza.figures", "templates"),
+    undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+    keep_trailing_newline=True, autoescape=False,
+)
+_ENV.filters.update(f3=_f, g=_g, n=_n, count=_count, pct=_pct)
+
+
+def _render(template: str, context: Mapping[str, Any]) -> str:
+    text = _ENV.get_template(template).render(**context)
+    while "\n\n\n" in text:  # optional sections leave blank lines behind
+        text = text.replace("\n\n\n", "\n\n")
+    return text.strip() + "\n"
+
+
+def build_report(runs: pd.DataFrame, figures: Mapping[str, str], fig1_width: int, *,
+                 n_boot: int = 200, boot_seed: int = 0,
+                 timing: Mapping[str, object] | None = None,
+                 examples: list[dict[str, Any]] | None = None,
+                 paper: PaperInputs | None = None, rule: PhaseConfig | None = None) -> str:
+    """The markdown report (``templates/report.md.j2``).
+
+    ``figures`` maps the stems in :data:`ALL_FIGURES` that were drawn to paths relative to the
+    report; a stem of :data:`FIGURES` that is absent is reported as not drawn, with the command
+    that produces its data. The boundary is refitted here exactly as figure 2 and summary.json
+    fit it (same ``n_boot`` and ``boot_seed``). ``timing`` is the optional :func:`load_timing`
+    record; ``examples`` figure 3's :func:`examples_context`; ``paper`` what is known of the
+    paper's models and runs; ``rule`` the phase rule in force (for the section that applies it
+    to the paper's runs).
     """
-    parts = ["""
-## Figure 3: Model A (clock) and Model B (pizza)
-
-Each figure is one trained run. Top: every circle of its embedding (two principal components of
-the token embeddings `W_E[:p]`, each token at its coordinates and joined in order around the
-circle), titled with its frequency k, share of the embedding variance, type and the fraction of
-variance of the full logit tensor explained by each template with only that circle kept
-(README, "Circles"). Bottom left: the correct logit over (a + b, a − b), the rows of a − b
-ordered by k(a − b) mod p, k being the frequency of the largest circle of the example's own type
-(else of the largest circle). Bottom right: for each attention head, the weight the last
-position puts on the token a, with a and b ordered around that same circle. Circles are numbered
-from 1 here; `metrics/circles.parquet` counts circles and components from 0.
-"""]
-    by_id = runs.set_index("run_id")
-    for role, name in (("clock", "Model A"), ("pizza", "Model B")):
-        run_id = chosen[role]
-        r = by_id.loc[run_id]
-        parts.append(f"""
-### {name}: run `{run_id}` (α = {r["attn_rate"]:g}, width {r["width"]}, seed {r["seed"]})
-
-![{name}]({figures[role]})
-
-{_EXPLAIN[role]} This run: GS {r[GS]:.3f}, DI {r[DI]:.3f}, {r["n_circles"]} circles, the largest
-of type {r["dominant_circle_type"]}; phase **{r["phase"]}**.
-
-{circles_markdown(circles, run_id)}
-""")
-    return "".join(parts)
+    paper = paper or PaperInputs()
+    main = main_runs(runs)
+    b = fit_boundary(main, n_boot=n_boot, seed=boot_seed) if not main.empty else None
+    n_published = 0 if paper.published is None else len(paper.published)
+    context = {
+        "paper": {"steps": PAPER_STEPS, "width": PAPER_WIDTH, "alpha_star": PAPER_ALPHA_STAR,
+                  "pizza_gs": PAPER_PIZZA[GS], "pizza_di": PAPER_PIZZA[DI],
+                  "clock_gs": PAPER_CLOCK[GS], "clock_di": PAPER_CLOCK[DI]},
+        "run": _run_context(runs, main),
+        "headline": _headline_context(main),
+        "fig1": None if main.empty else _fig1_context(main, figures, fig1_width, n_published),
+        "tenths": _tenths_context(runs, paper.published),
+        "fig2": None if main.empty else _fig2_context(main, figures, b),
+        "boundary": _boundary_context(main, b, fig1_width),
+        "examples": examples or [],
+        "paper_models": _paper_models_context(paper.models),
+        "rule": _rule_context(paper.published, rule),
+        "mid_alpha": _mid_alpha_context(paper.mid_alpha),
+        "layers": _layers_context(runs, figures),
+        "ablations": _ablations_context(runs, figures),
+        "mlp": _mlp_context(runs, figures),
+        "differences": _differences(runs, main, b, fig1_width),
+        "compute": _compute_lines(runs, timing),
+        "grid_table": _grid_rows(main),
+        "not_drawn": {
+            "headline": _not_drawn(FIG1, "such runs"),
+            "fig1": _not_drawn(FIG1, "one-layer transformer runs"),
+            "fig2": _not_drawn(FIG2, "one-layer transformer runs"),
+            "layers": _not_drawn(LAYERS, "transformer runs with 2–4 layers"),
+            "ablations": _not_drawn(ABLATIONS,
+                                    "runs with `diff_vocab` or `eqn_sign` switched on"),
+            "mlp": _not_drawn(MLP, "runs of the attention-free family (models A..X)"),
+        },
+    }
+    return _render("report.md.j2", context)

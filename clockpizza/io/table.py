@@ -189,7 +189,7 @@ def main_setting(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 # The data behind the Model A / Model B figures (SPEC figure 3), written by the mechanism stage
-# for one clock run and one pizza run; `role` is "clock" (Model A) or "pizza" (Model B).
+# for one pizza run and one clock run; `role` is "pizza" (Model A) or "clock" (Model B).
 EMBEDDING_SCHEMA = pa.schema([  # token coordinates along the leading principal components
     ("role", pa.string()),
     ("run_id", pa.string()),

@@ -268,10 +268,10 @@ def fit_boundary(
     Bootstrap: ``n_boot`` cluster resamples (:func:`cluster_resample`: at each width the
     (width, seed) groups, drawn with replacement, each with all of its runs, since the runs of
     a group share their initial weights; runs with their own initial weights are their own
-    clusters), drawn from ``np.random.default_rng(seed)`` and each refitted the same way. A resample that holds a
-    single class (or a single attention rate or width where the full fit has several) has no
-    boundary; it is skipped and counted in ``n_boot_skipped``. The result is a deterministic
-    function of ``runs``, ``n_boot``, ``seed`` and ``l2``.
+    clusters), drawn from ``np.random.default_rng(seed)`` and each refitted the same way. A
+    resample that holds a single class (or a single attention rate or width where the full
+    fit has several) has no boundary; it is skipped and counted in ``n_boot_skipped``. The
+    result is a deterministic function of ``runs``, ``n_boot``, ``seed`` and ``l2``.
 
     Returns None, rather than raising, when there is no boundary to fit: fewer than 2 pizza or
     fewer than 2 clock runs, or all runs at a single attention rate. Raises ValueError when a

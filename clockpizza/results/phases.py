@@ -7,6 +7,7 @@ import pandas as pd
 
 from clockpizza.io.params import PhaseConfig
 from clockpizza.results.boundary import boundary_block
+from clockpizza.results.paper_compare import paper_block
 
 PHASES = ("pizza", "clock", "non-circular")
 
@@ -49,7 +50,7 @@ def _r(x: float) -> float | None:
 
 
 def summarize(runs: pd.DataFrame, *, boundary_width: int, n_boot: int,
-              boot_seed: int) -> dict[str, object]:
+              boot_seed: int, published: pd.DataFrame | None = None) -> dict[str, object]:
     """DVC metrics for ``dvc exp show``: counts, accuracy, medians of GS/DI, phase shares.
 
     The two ends of the attention-rate grid are summarised separately (GS, DI and the circles'
@@ -57,7 +58,10 @@ def summarize(runs: pd.DataFrame, *, boundary_width: int, n_boot: int,
     in one row per experiment. The ``boundary`` block is the fitted pizza/clock line of figure 2
     (:func:`clockpizza.results.boundary.boundary_block`), with its transition α read at
     ``boundary_width`` (render.fig1_width) and a band from ``n_boot`` bootstrap resamples drawn
-    with ``boot_seed``.
+    with ``boot_seed``. With ``published`` (the paper's runs,
+    :func:`clockpizza.results.paper_compare.read_published_runs`) a ``paper`` block says in how
+    many α tenths our medians are within tolerance of the paper's
+    (:func:`~clockpizza.results.paper_compare.paper_block`).
     """
     out: dict[str, object] = {
         "runs": len(runs),
@@ -79,4 +83,6 @@ def summarize(runs: pd.DataFrame, *, boundary_width: int, n_boot: int,
             "fve_pizza_median": _r(at["fve_pizza_mean"].median()),
         }
     out["boundary"] = boundary_block(runs, boundary_width, n_boot=n_boot, boot_seed=boot_seed)
+    if published is not None:
+        out["paper"] = paper_block(runs, published)
     return out

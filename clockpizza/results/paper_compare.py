@@ -1,0 +1,139 @@
+"""Our runs against the paper's published ones: medians per α tenth at the paper's width.
+
+The authors' per-run table behind their figure 1 (``paper/published_runs_fixed_width.csv``, MIT,
+``paper/LICENSE``) holds width-128 runs with α drawn uniformly; its one-layer ReLU runs without
+ablations (2 381 with metrics) are the paper's fixed-width result. Its GS uses the paper's 100
+triples and its DI the largest incorrect logit, i.e. our ``gradient_symmetricity`` and
+``distance_irrelevance`` columns (SPEC.md, "Metrics"), so the two compare directly. The paper
+gave no seeds, so its runs are binned by α tenth (0-0.1, ..., 0.9-1; α = 1 in the last).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clockpizza.results.selection import main_runs, nearest_width
+
+PUBLISHED_CSV = Path("paper/published_runs_fixed_width.csv")
+PAPER_WIDTH = 128
+GS, DI = "gradient_symmetricity", "distance_irrelevance"
+# The authors' notebook names these two Model A (α = 0, a pizza) and Model B (α = 1, a clock).
+PAPER_EXAMPLES = {"pizza": "p99zdpze5l", "clock": "l8k1hzciux"}
+# Tolerances of the summary's `paper` block: a tenth matches when both medians are this close.
+TOL_GS, TOL_DI = 0.10, 0.15
+_COLUMNS = {"attn_coeff": "attn_rate", "d_model": "width", "gradient_sim": GS,
+            "distance_irrelevance": DI, "circularity": "circularity",
+            "validation_accuracy": "test_acc"}
+
+
+def read_published_runs(path: str | Path = PUBLISHED_CSV) -> pd.DataFrame:
+    """The paper's one-layer ReLU width-128 runs without ablations that have metrics, in our
+    column names (``attn_rate``, ``width``, GS, DI, ``circularity``, ``test_acc``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found (the authors' published table, kept in git "
+                                "under paper/)")
+    raw = pd.read_csv(path)
+    missing = [c for c in (*_COLUMNS, "n_layers", "act_fn", "diff_vocab", "eqn_sign")
+               if c not in raw.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}")
+    keep = ((raw["n_layers"] == 1) & (raw["act_fn"] == "ReLU") & (raw["diff_vocab"] == 0)
+            & (raw["eqn_sign"] == 0) & (raw["d_model"] == PAPER_WIDTH))
+    out = raw.loc[keep, list(_COLUMNS)].rename(columns=_COLUMNS)
+    out = out.dropna(subset=[GS, DI]).sort_values(["attn_rate", GS, DI], kind="stable")
+    return out.reset_index(drop=True)
+
+
+def alpha_tenth(alpha: pd.Series) -> pd.Series:
+    """0 for α in [0, 0.1), ..., 9 for [0.9, 1]."""
+    return np.clip(np.floor(alpha.to_numpy(dtype=float) * 10 + 1e-9), 0, 9).astype(int)
+
+
+def _stats(df: pd.DataFrame, col: str) -> tuple[float, float, float]:
+    if df.empty:
+        return math.nan, math.nan, math.nan
+    q = df[col].quantile([0.25, 0.5, 0.75])
+    return float(q[0.5]), float(q[0.25]), float(q[0.75])
+
+
+def tenth_table(runs: pd.DataFrame, published: pd.DataFrame, width: int) -> pd.DataFrame:
+    """One row per α tenth: the paper's count, median and IQR of GS and DI, ours at ``width``
+    (the one-layer runs without ablations), and whether both medians are within tolerance."""
+    ours = main_runs(runs)
+    ours = ours[ours["width"] == width]
+    ours_t, paper_t = alpha_tenth(ours["attn_rate"]), alpha_tenth(published["attn_rate"])
+    rows = []
+    for t in range(10):
+        o, p = ours[ours_t == t], published[paper_t == t]
+        row: dict[str, object] = {"tenth": t, "alpha_lo": t / 10, "alpha_hi": (t + 1) / 10,
+                                  "paper_runs": len(p), "our_runs": len(o)}
+        for name, col in (("gs", GS), ("di", DI)):
+            med, lo, hi = _stats(p, col)
+            row |= {f"paper_{name}_median": med, f"paper_{name}_q25": lo,
+                    f"paper_{name}_q75": hi, f"our_{name}_median": _stats(o, col)[0]}
+        row["within"] = bool(len(o) and len(p)
+                             and abs(row["our_gs_median"] - row["paper_gs_median"]) <= TOL_GS
+                             and abs(row["our_di_median"] - row["paper_di_median"]) <= TOL_DI)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def compared_width(runs: pd.DataFrame) -> int | None:
+    """The grid width compared with the paper's 128: 128 itself, else the nearest one."""
+    main = main_runs(runs)
+    return None if main.empty else int(nearest_width(main, PAPER_WIDTH))
+
+
+def paper_block(runs: pd.DataFrame, published: pd.DataFrame) -> dict[str, object]:
+    """summary.json's ``paper`` block: the share of α tenths (among those where both we and the
+    paper have runs) where our GS and DI medians are within 0.10 and 0.15 of the paper's, at
+    the grid width nearest 128 (``width``; ``exact_width`` false when it is not 128)."""
+    w = compared_width(runs)
+    if w is None:
+        return {"width": None, "exact_width": False, "tenths_compared": 0,
+                "share_within": None}
+    table = tenth_table(runs, published, w)
+    both = table[(table["our_runs"] > 0) & (table["paper_runs"] > 0)]
+    share = round(float(both["within"].mean()), 6) if len(both) else None
+    return {"width": w, "exact_width": w == PAPER_WIDTH, "tenths_compared": len(both),
+            "share_within": share, "tol_gs": TOL_GS, "tol_di": TOL_DI}
+
+
+def medians_by_width(runs: pd.DataFrame) -> pd.DataFrame:
+    """GS and DI medians over seeds per (width, α) of the main grid: the DVC data plot's rows,
+    one line per width (``metrics/plots/medians.csv``)."""
+    main = main_runs(runs)
+    g = main.groupby(["width", "attn_rate"], sort=True)
+    out = pd.DataFrame({"gs_median": g[GS].median(), "di_median": g[DI].median(),
+                        "runs": g.size()}).reset_index()
+    return out[["width", "attn_rate", "gs_median", "di_median", "runs"]]
+
+
+def published_phase_shares(published: pd.DataFrame, min_gs: float, max_di: float,
+                           min_circularity: float, min_test_acc: float) -> pd.DataFrame:
+    """Our phase rule's GS/DI part applied to the paper's runs, per α tenth: the share labelled
+    pizza with GS ≥ ``min_gs`` alone and with DI ≤ ``max_di`` also required, and the share
+    non-circular (the published table has no per-circle analysis, so the circles' verdict is
+    not available here)."""
+    learned = ((published["test_acc"] >= min_test_acc)
+               & (published["circularity"] >= min_circularity))
+    symmetric = published[GS] >= min_gs
+    t = alpha_tenth(published["attn_rate"])
+    rows = []
+    for k in range(10):
+        at = t == k
+        n = int(at.sum())
+        rows.append({"tenth": k, "alpha_lo": k / 10, "alpha_hi": (k + 1) / 10, "runs": n,
+                     "non_circular": float((~learned[at]).mean()) if n else math.nan,
+                     "pizza_gs": float((learned & symmetric)[at].mean()) if n else math.nan,
+                     "pizza_gs_di": float((learned & symmetric
+                                           & (published[DI] <= max_di))[at].mean())
+                     if n else math.nan,
+                     "symmetric_high_di": int((learned & symmetric
+                                               & (published[DI] > max_di))[at].sum())})
+    return pd.DataFrame(rows)
