@@ -20,6 +20,7 @@ from clockpizza.io.cli import run_stage
 from clockpizza.io.params import load_params
 from clockpizza.io.table import (
     CIRCLES_SCHEMA,
+    DYNAMICS_SCHEMA,
     EXAMPLE_TABLES,
     PAPER_MODELS_SCHEMA,
     read_runs_table,
@@ -30,6 +31,7 @@ from clockpizza.results.paper_compare import PAPER_EXAMPLES, read_published_runs
 
 TABLE, FIGURES, REPORT = "metrics/runs.parquet", "report/figures", "report/README.md"
 CIRCLES, EXAMPLES = "metrics/circles.parquet", "metrics/examples"
+DYNAMICS = "metrics/dynamics.parquet"
 # The training wall time recorded by the metrics stage (clockpizza.figures.report.load_timing).
 TIMING = "metrics/timing.json"
 # The paper: its published runs (in git), its models measured (stage paper_models) and the
@@ -52,9 +54,11 @@ def main() -> None:
         published=read_published_runs(PUBLISHED) if Path(PUBLISHED).is_file() else None,
         mid_alpha=pd.read_csv(MID_ALPHA) if Path(MID_ALPHA).is_file() else None,
     )
+    dynamics = (read_table(DYNAMICS, DYNAMICS_SCHEMA, "metrics") if Path(DYNAMICS).is_file()
+                else None)
     fit = {"n_boot": params.boundary.n_boot, "boot_seed": params.boundary.boot_seed}
     figures = draw_figures(runs, fig1_width=params.render.fig1_width, **fit,
-                           published=paper.published)
+                           published=paper.published, dynamics=dynamics)
 
     # Figure 3: ours from the mechanism stage, the authors' from the paper_models stage.
     circles = read_table(CIRCLES, CIRCLES_SCHEMA, "metrics")
@@ -86,7 +90,7 @@ def main() -> None:
     examples = examples_context(runs, circles, chosen, paths, paper_side)
     write_text(REPORT, build_report(runs, paths, params.render.fig1_width, **fit,
                                     timing=load_timing(TIMING), examples=examples, paper=paper,
-                                    rule=params.phase))
+                                    rule=params.phase, dynamics=dynamics))
     print(f"[render] {len(figures)} figures -> {FIGURES}/, report -> {REPORT}")
 
 

@@ -11,10 +11,12 @@ import pandas as pd
 import torch
 
 from clockpizza.analysis.circles import analyse_models, run_summary
+from clockpizza.analysis.dynamics import collect_dynamics
 from clockpizza.analysis.metrics import gs_triples, model_metrics
 from clockpizza.io.params import Params, instance_specs, shape_groups
 from clockpizza.io.store import expected_runs
 from clockpizza.io.table import CIRCLE_COLUMNS
+from clockpizza.results.dynamics import RUN_COLUMNS, settle_columns
 from clockpizza.results.phases import classify
 from clockpizza.science.architectures import load_model, model_config
 from clockpizza.science.model import BatchedTransformer, stack
@@ -49,6 +51,7 @@ def collect_timing(params: Params, runs_root: str | Path) -> dict[str, object]:
 class MetricsTables:
     runs: pd.DataFrame  # a row per run (table.RUNS_SCHEMA)
     circles: pd.DataFrame  # a row per circle of each run (table.CIRCLES_SCHEMA)
+    dynamics: pd.DataFrame  # a row per run and snapshot step (table.DYNAMICS_SCHEMA)
 
 
 def collect_runs(params: Params, runs_root: str | Path, dataset: pd.DataFrame,
@@ -122,4 +125,10 @@ def collect_tables(params: Params, runs_root: str | Path, dataset: pd.DataFrame,
     runs["phase"] = classify(runs, params.phase)
     circle_table = pd.concat([f for f in circle_frames if not f.empty] or
                              [pd.DataFrame(columns=list(CIRCLE_COLUMNS))], ignore_index=True)
-    return MetricsTables(runs, circle_table[list(CIRCLE_COLUMNS)])
+    dynamics, full_acc = collect_dynamics(params, runs_root, dataset, device)
+    settled = settle_columns(dynamics)
+    runs = runs.merge(settled, on="run_id", how="left").merge(full_acc, on="run_id", how="left")
+    for col in (*RUN_COLUMNS, "full_test_acc_step"):
+        runs[col] = runs[col].fillna(False if col == "phase_switched" else -1)
+    runs["phase_switched"] = runs["phase_switched"].astype(bool)
+    return MetricsTables(runs, circle_table[list(CIRCLE_COLUMNS)], dynamics)

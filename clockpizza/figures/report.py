@@ -36,6 +36,7 @@ from clockpizza.figures.plots import (
     per_point,
     phase_diagram,
 )
+from clockpizza.figures.plots_dynamics import dynamics_figure, has_dynamics_data
 from clockpizza.io.params import PhaseConfig
 from clockpizza.results.boundary import Boundary, fit_boundary, why_no_boundary
 from clockpizza.results.paper_compare import (
@@ -60,11 +61,12 @@ PAPER_RUNS = "~14 000"
 # Figure stems (files report/figures/<stem>.png|svg), in report order.
 FIG1, FIG2 = "fig1_fixed_width", "fig2_phase_diagram"
 LAYERS, ABLATIONS, MLP = "appendix_layers", "appendix_ablations", "appendix_mlp_family"
+DYNAMICS = "fig4_dynamics"
 FIGURES = (FIG1, FIG2, LAYERS, ABLATIONS, MLP)
 # Figure 3: (who, role) -> stem. Model A is the pizza, Model B the clock (the authors' naming).
 FIG3 = {("paper", "pizza"): "fig3_paper_model_a_pizza", ("ours", "pizza"): "fig3_model_a_pizza",
         ("paper", "clock"): "fig3_paper_model_b_clock", ("ours", "clock"): "fig3_model_b_clock"}
-ALL_FIGURES = FIGURES + tuple(FIG3.values())
+ALL_FIGURES = (*FIGURES, *FIG3.values(), DYNAMICS)
 # The command that puts each figure's data into the table, named when a figure is not drawn
 # (keys of params.yaml; tests/test_report.py runs each through the params check).
 PRODUCE = {
@@ -83,10 +85,12 @@ PRODUCE = {
 
 
 def draw_figures(runs: pd.DataFrame, *, fig1_width: int, n_boot: int,
-                 boot_seed: int, published: pd.DataFrame | None = None) -> dict[str, Figure]:
+                 boot_seed: int, published: pd.DataFrame | None = None,
+                 dynamics: pd.DataFrame | None = None) -> dict[str, Figure]:
     """Every figure whose data is in the table, by stem; a figure without data is left out.
 
-    ``published``: the paper's runs, drawn behind ours in figure 1."""
+    ``published``: the paper's runs, drawn behind ours in figure 1; ``dynamics``: the
+    snapshots' metrics (metrics/dynamics.parquet), for the training-dynamics figure."""
     main = main_runs(runs)
     out: dict[str, Figure] = {}
     if not main.empty:
@@ -101,6 +105,8 @@ def draw_figures(runs: pd.DataFrame, *, fig1_width: int, n_boot: int,
     for stem, has_data, draw in checks:
         if has_data(runs):
             out[stem] = draw(runs)
+    if dynamics is not None and has_dynamics_data(dynamics, runs):
+        out[DYNAMICS] = dynamics_figure(dynamics, runs)
     return out
 
 
@@ -464,6 +470,39 @@ def _grid_rows(main: pd.DataFrame) -> list[dict[str, Any]]:
             for (w, a), g in main.groupby(["width", "attn_rate"], sort=True)]
 
 
+def _dynamics_context(runs: pd.DataFrame, figures: Mapping[str, str],
+                      dynamics: pd.DataFrame | None) -> dict[str, Any] | None:
+    if DYNAMICS not in figures or dynamics is None:
+        return None
+    main = main_runs(runs)
+    main = main[main["phase_settle_step"] >= 0]
+    last = int(dynamics["step"].max())
+    settle = main.assign(settle=main[["gs_settle_step", "di_settle_step"]].max(axis=1))
+    rows = []
+    for (w, a), g in settle.groupby(["width", "attn_rate"], sort=True):
+        acc = g.loc[g["full_test_acc_step"] >= 0, "full_test_acc_step"]
+        rows.append({"width": w, "alpha": a, "runs": len(g),
+                     "gs": float(g["gs_settle_step"].median()),
+                     "di": float(g["di_settle_step"].median()),
+                     "phase": float(g["phase_settle_step"].median()),
+                     "switched": int(g["phase_switched"].sum()),
+                     "acc": float(acc.median()) if len(acc) else math.nan,
+                     "late": int((g["settle"] >= last).sum())})
+    n_late = int((settle["settle"] >= last).sum())
+    half = int((settle["settle"] > last / 2).sum())
+    if n_late == 0 and half == 0:
+        verdict = (f"Every run's GS and DI are within 0.02 of their final values by step "
+                   f"{last // 2}: the {_n(last)} steps are long enough for these numbers.")
+    else:
+        verdict = (f"{_count(n_late, 'run')} of {len(settle)} still move by more than 0.02 "
+                   f"at the last snapshot before step {_n(last)}, and {half} settle only in "
+                   f"its second half: at {_n(last)} steps GS and DI are not yet final, so the "
+                   "laptop default shows the trend but not the paper's end values (which "
+                   f"are for {_n(PAPER_STEPS)} steps).")
+    return {"path": figures[DYNAMICS], "last": last, "rows": rows, "verdict": verdict,
+            "n_switched": int(settle["phase_switched"].sum()), "n": len(settle)}
+
+
 # --------------------------------------------------------------------------------------------
 # The authors' models and runs, and the mid-α experiment.
 
@@ -641,7 +680,8 @@ def build_report(runs: pd.DataFrame, figures: Mapping[str, str], fig1_width: int
                  n_boot: int = 200, boot_seed: int = 0,
                  timing: Mapping[str, object] | None = None,
                  examples: list[dict[str, Any]] | None = None,
-                 paper: PaperInputs | None = None, rule: PhaseConfig | None = None) -> str:
+                 paper: PaperInputs | None = None, rule: PhaseConfig | None = None,
+                 dynamics: pd.DataFrame | None = None) -> str:
     """The markdown report (``templates/report.md.j2``).
 
     ``figures`` maps the stems in :data:`ALL_FIGURES` that were drawn to paths relative to the
@@ -650,7 +690,7 @@ def build_report(runs: pd.DataFrame, figures: Mapping[str, str], fig1_width: int
     fit it (same ``n_boot`` and ``boot_seed``). ``timing`` is the optional :func:`load_timing`
     record; ``examples`` figure 3's :func:`examples_context`; ``paper`` what is known of the
     paper's models and runs; ``rule`` the phase rule in force (for the section that applies it
-    to the paper's runs).
+    to the paper's runs); ``dynamics`` the snapshots' metrics (the training-dynamics section).
     """
     paper = paper or PaperInputs()
     main = main_runs(runs)
@@ -670,6 +710,7 @@ def build_report(runs: pd.DataFrame, figures: Mapping[str, str], fig1_width: int
         "paper_models": _paper_models_context(paper.models),
         "rule": _rule_context(paper.published, rule),
         "mid_alpha": _mid_alpha_context(paper.mid_alpha),
+        "dynamics": _dynamics_context(runs, figures, dynamics),
         "layers": _layers_context(runs, figures),
         "ablations": _ablations_context(runs, figures),
         "mlp": _mlp_context(runs, figures),

@@ -217,6 +217,19 @@ class TrainConfig:
     device: str
     max_models: int
     checkpoint_minutes: float
+    snapshots: str | tuple[int, ...] = "log"  # "log", "none" or the steps themselves
+
+    @property
+    def snapshot_steps(self) -> tuple[int, ...]:
+        """The steps whose weights every run keeps (``train.snapshots``), each <= ``steps``:
+        "log" is 0, 100, 200, 300, 500, 1000, 2000, 3000, 5000, ... below ``steps``, and
+        ``steps``; "none" keeps none (the final weights are always kept)."""
+        if self.snapshots == "none":
+            return ()
+        if self.snapshots == "log":
+            series = [m * 10**k for k in range(2, 12) for m in (1, 2, 3, 5)]
+            return (0, *[x for x in series if x < self.steps], self.steps)
+        return tuple(sorted({s for s in self.snapshots if s <= self.steps}))
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> TrainConfig:
@@ -238,7 +251,18 @@ class TrainConfig:
                             allowed="an integer >= 0 (0 = as many as fit in memory)"),
             checkpoint_minutes=_float("train.checkpoint_minutes", s["checkpoint_minutes"],
                                       lo=0.0, hi=1e6),
+            snapshots=_snapshots(s["snapshots"]),
         )
+
+
+def _snapshots(x: Any) -> str | tuple[int, ...]:
+    allowed = "log, none, or a list of steps (integers >= 0)"
+    if isinstance(x, str) and x in ("log", "none"):
+        return x
+    if isinstance(x, list) and x and all(isinstance(v, int) and not isinstance(v, bool)
+                                         and v >= 0 for v in x):
+        return tuple(x)
+    raise ParamsError(f"train.snapshots = {x!r}: must be {allowed}")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Runs on disk: ``runs/<group>/<run_id>/{model.safetensors, config.json, history.parquet}``.
+"""Runs on disk: ``runs/<group>/<run_id>/{model.safetensors, config.json, history.parquet}``
+and ``snapshots/step_<step>.safetensors``, the weights at the steps ``train.snapshots`` chose.
 
 ``<group>`` is ``w<width>-s<seed>`` for the transformers (every combination of the transformer
 axes of that width and seed) and ``mlp-<model>-s<seed>`` for an attention-free model.
@@ -27,6 +28,7 @@ from clockpizza.io.params import Params, group_name, instance_specs
 from clockpizza.io.table import write_json
 
 WEIGHTS, CONFIG, HISTORY = "model.safetensors", "config.json", "history.parquet"
+SNAPSHOTS = "snapshots"  # step_000100.safetensors: the weights after 100 steps (same names)
 REQUIRED_CONFIG_KEYS = ("run_id", "attn_rate", "d_model", "n_layers", "n_heads", "p",
                         "init_seed", "split_seed", "act", "device")
 
@@ -47,13 +49,23 @@ def versions() -> dict[str, str]:
             "safetensors": safetensors.__version__, "clockpizza": clockpizza.__version__}
 
 
+def snapshot_name(step: int) -> str:
+    return f"step_{step:06d}.safetensors"
+
+
 def write_run(run_dir: Path, weights: dict[str, torch.Tensor], config: dict[str, object],
-              history: pd.DataFrame) -> None:
-    """Write one run's three files, atomically as a directory."""
+              history: pd.DataFrame,
+              snapshots: Mapping[int, dict[str, torch.Tensor]] | None = None) -> None:
+    """Write one run's files (and its snapshots, by step), atomically as a directory."""
     partial = run_dir.with_name(run_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     save_file(weights, str(partial / WEIGHTS), metadata={"run_id": str(config["run_id"])})
+    if snapshots:
+        (partial / SNAPSHOTS).mkdir()
+        for step, w in sorted(snapshots.items()):
+            save_file(w, str(partial / SNAPSHOTS / snapshot_name(step)),
+                      metadata={"run_id": str(config["run_id"]), "step": str(step)})
     write_json(partial / CONFIG, config)
     history.to_parquet(partial / HISTORY, index=False)
     if run_dir.exists():
@@ -103,6 +115,25 @@ def read_run(run_dir: Path, shapes: Mapping[str, tuple[int, ...]], run_id: str) 
     except Exception as e:  # pyarrow raises several error types for a damaged file
         raise RunError(f"{run_dir / HISTORY}: unreadable (truncated or corrupt): {e}") from e
     return StoredRun(run_dir, config, weights)
+
+
+def read_snapshots(run_dir: Path, shapes: Mapping[str, tuple[int, ...]],
+                   steps: list[int]) -> dict[int, dict[str, torch.Tensor]]:
+    """The run's snapshots at ``steps`` (by step); RunError naming a missing or broken one."""
+    out = {}
+    for step in steps:
+        path = run_dir / SNAPSHOTS / snapshot_name(step)
+        if not path.is_file():
+            raise RunError(f"{path}: missing (train.snapshots asks for step {step}); "
+                           "rerun `dvc repro`")
+        try:
+            weights = load_file(str(path))
+        except Exception as e:
+            raise RunError(f"{path}: unreadable (truncated or corrupt): {e}") from e
+        if {k: tuple(v.shape) for k, v in weights.items()} != dict(shapes):
+            raise RunError(f"{path}: tensor names/shapes do not match the config")
+        out[step] = weights
+    return out
 
 
 def expected_runs(params: Params, runs_root: str | Path) -> list[tuple[str, list[Path]]]:

@@ -59,6 +59,12 @@ RUNS_SCHEMA = pa.schema([
     ("clock_circle_share", pa.float64()),  # share of the circles' variance in clock circles
     ("pizza_circle_share", pa.float64()),  # ... in pizza and accompanying circles
     ("phase", pa.string()),  # pizza / clock / non-circular (rule: clockpizza.results.phases)
+    # training dynamics (metrics/dynamics.parquet; -1: the run kept no snapshots / never did)
+    ("phase_settle_step", pa.int64()),  # first snapshot step from which the label is final
+    ("phase_switched", pa.bool_()),  # pizza <-> clock on the way (non-circular does not count)
+    ("gs_settle_step", pa.int64()),  # first snapshot step with GS within 0.02 of final after
+    ("di_settle_step", pa.int64()),  # the same for DI
+    ("full_test_acc_step", pa.int64()),  # first history step with test accuracy 1
 ])
 RUN_COLUMNS: tuple[str, ...] = tuple(RUNS_SCHEMA.names)
 
@@ -119,6 +125,22 @@ PAPER_MODELS_SCHEMA = pa.schema([
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+# One row per run × snapshot step (the analysis of clockpizza.analysis.dynamics).
+DYNAMICS_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("step", pa.int64()),
+    ("train_loss", pa.float64()),
+    ("test_loss", pa.float64()),
+    ("train_acc", pa.float64()),
+    ("test_acc", pa.float64()),
+    ("gradient_symmetricity", pa.float64()),  # the paper's triples (metrics.gs_triples)
+    ("distance_irrelevance", pa.float64()),  # largest incorrect logit (published)
+    ("distance_irrelevance_correct", pa.float64()),  # correct logit (the text's)
+    ("circularity", pa.float64()),
+    ("phase", pa.string()),  # the GS/DI rule without the circles (results.dynamics)
+])
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

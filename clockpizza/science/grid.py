@@ -61,7 +61,8 @@ def _train_and_write(params: Params, specs: list[RunSpec], dataset: pd.DataFrame
             started = time.perf_counter()
             result = train_group(part, data.select(chunk), device, eval_every=t.eval_every,
                                  on_progress=_offset(on_progress, done, len(part)),
-                                 checkpoint=ckpt, checkpoint_seconds=60 * t.checkpoint_minutes)
+                                 checkpoint=ckpt, checkpoint_seconds=60 * t.checkpoint_minutes,
+                                 snapshot_at=t.snapshot_steps)
             timing = {"chunk": chunk_id(part), "n_models": len(part),
                       "wall_s": round(time.perf_counter() - started, 3),
                       "resumed_from": result.resumed_from}
@@ -70,9 +71,11 @@ def _train_and_write(params: Params, specs: list[RunSpec], dataset: pd.DataFrame
                          len(part), result.resumed_from)
             for i, spec in enumerate(part):
                 config = run_config(spec, cfg, width=spec.d_model, seed=spec.init_seed,
-                                    device=where, eval_every=t.eval_every) | {"timing": timing}
+                                    device=where, eval_every=t.eval_every) | {
+                    "timing": timing, "snapshots": sorted(result.snapshots)}
                 path = out / spec.run_id
-                write_run(path, result.model.model_params(i), config, result.history[i])
+                write_run(path, result.model.model_params(i), config, result.history[i],
+                          result.model_snapshots(i))
                 paths.append(path)
             done += len(part) * s0.steps
             del result  # free this chunk's weights before the next one

@@ -16,7 +16,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -130,6 +130,13 @@ class GroupResult:
     model: BatchedModel  # trained, on the training device
     history: list[pd.DataFrame]  # one per model, columns HISTORY_COLUMNS
     resumed_from: int = 0  # the step a checkpoint was resumed at (0: trained from scratch)
+    # step -> the stacked weights after that many steps ({name: [M, ...]}, on the CPU)
+    snapshots: dict[int, dict[str, Tensor]] = field(default_factory=dict)
+
+    def model_snapshots(self, i: int) -> dict[int, dict[str, Tensor]]:
+        """Model i's snapshots, by step, under the saved names."""
+        return {step: {k: v[i].contiguous() for k, v in w.items()}
+                for step, w in self.snapshots.items()}
 
 
 def _check_group(specs: Sequence[RunSpec]) -> None:
@@ -185,9 +192,11 @@ def plan_chunks(n_models: int, cfg: ArchConfig, n_examples: int, device: torch.d
     return [range(lo, hi) for lo, hi in itertools.pairwise(bounds)]
 
 
-def eval_steps(steps: int, eval_every: int) -> list[int]:
-    """Steps at which the history is recorded: 0, every eval_every, and the final step."""
-    return sorted(set(range(0, steps, eval_every)) | {steps})
+def eval_steps(steps: int, eval_every: int, snapshots: Sequence[int] = ()) -> list[int]:
+    """Steps at which the history is recorded: 0, every eval_every, the final step, and every
+    snapshot step (so each snapshot has its losses and accuracies in the history)."""
+    return sorted(set(range(0, steps, eval_every)) | {steps}
+                  | {s for s in snapshots if 0 <= s <= steps})
 
 
 def train_group(
@@ -199,6 +208,7 @@ def train_group(
     on_progress: Callable[[int], None] | None = None,
     checkpoint: Path | None = None,
     checkpoint_seconds: float = 300.0,
+    snapshot_at: Sequence[int] = (),
 ) -> GroupResult:
     """Train the runs of one group together; returns the trained batch and per-run history.
 
@@ -207,7 +217,8 @@ def train_group(
     is written there at the first evaluation step after every ``checkpoint_seconds``, and a
     matching checkpoint found at the start is resumed from: the result is the same as an
     uninterrupted run (bit for bit on CPU). The caller deletes the checkpoint once the runs are
-    safely written.
+    safely written. ``snapshot_at``: steps at which the weights (after that many updates) are
+    copied to the CPU into ``GroupResult.snapshots``; the only host transfers in the loop.
     """
     _check_group(specs)
     s0 = specs[0]
@@ -226,7 +237,9 @@ def train_group(
     warm = s0.warmup_steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(t / warm, 1.0) if warm else 1.0)
 
-    record_at = eval_steps(s0.steps, eval_every)
+    record_at = eval_steps(s0.steps, eval_every, snapshot_at)
+    keep = {s for s in snapshot_at if 0 <= s <= s0.steps}
+    snapshots: dict[int, dict[str, Tensor]] = {}
     history = torch.zeros(len(record_at), 4, model.n_models, dtype=torch.float64, device=device)
     run_ids = [s.run_id for s in specs]
     mask = data.train_mask
@@ -235,7 +248,7 @@ def train_group(
     test_mask = None if mask is None else ~mask
     start, row = 0, 0
     if checkpoint is not None and checkpoint.exists():
-        start, row = _resume(checkpoint, run_ids, model, opt, sched, history, device)
+        start, row = _resume(checkpoint, run_ids, model, opt, sched, history, device, snapshots)
 
     def record(row: int, train_logits: Tensor, train_loss: Tensor) -> None:
         # Written into a device buffer: no host sync inside the loop.
@@ -246,6 +259,9 @@ def train_group(
             history[row, 1] = cross_entropy64(test_logits, data.y_test, test_mask)
             history[row, 2] = _accuracy(train_logits, data.y_train, mask)
             history[row, 3] = _accuracy(test_logits, data.y_test, test_mask)
+        if record_at[row] in keep:
+            snapshots[record_at[row]] = {k: v.detach().to("cpu", copy=True)
+                                         for k, v in model.named_parameters()}
         if on_progress is not None:
             on_progress(record_at[row])
 
@@ -254,7 +270,8 @@ def train_group(
         for step in range(start, s0.steps):
             due = checkpoint is not None and time.monotonic() - last_save >= checkpoint_seconds
             if due and step == record_at[row] and step > start:
-                _save_checkpoint(checkpoint, run_ids, step, row, model, opt, sched, history)
+                _save_checkpoint(checkpoint, run_ids, step, row, model, opt, sched, history,
+                                 snapshots)
                 last_save = time.monotonic()
             logits = model(data.x_train)  # [M, N_train, V]
             loss = cross_entropy64(logits, data.y_train, mask)  # [M]
@@ -270,39 +287,45 @@ def train_group(
             record(row, logits, cross_entropy64(logits, data.y_train, mask))
     if checkpoint is not None:
         # The finished state, so a group split into chunks resumes a finished chunk at once.
-        _save_checkpoint(checkpoint, run_ids, s0.steps, row, model, opt, sched, history)
+        _save_checkpoint(checkpoint, run_ids, s0.steps, row, model, opt, sched, history,
+                         snapshots)
     hist = history.cpu().numpy()  # the one host read of the whole run
     frames = [
         pd.DataFrame({"step": record_at, "train_loss": hist[:, 0, i], "test_loss": hist[:, 1, i],
                       "train_acc": hist[:, 2, i], "test_acc": hist[:, 3, i]})
         for i in range(model.n_models)
     ]
-    return GroupResult(model=model, history=frames, resumed_from=start)
+    return GroupResult(model=model, history=frames, resumed_from=start, snapshots=snapshots)
 
 
 def _save_checkpoint(path: Path, run_ids: list[str], step: int, row: int,
                      model: BatchedModel, opt: torch.optim.Optimizer,
-                     sched: torch.optim.lr_scheduler.LRScheduler, history: Tensor) -> None:
+                     sched: torch.optim.lr_scheduler.LRScheduler, history: Tensor,
+                     snapshots: dict[int, dict[str, Tensor]]) -> None:
     state = {"run_ids": run_ids, "step": step, "row": row, "model": model.state_dict(),
-             "opt": opt.state_dict(), "sched": sched.state_dict(), "history": history}
+             "opt": opt.state_dict(), "sched": sched.state_dict(), "history": history,
+             "snapshots": {str(k): v for k, v in snapshots.items()}}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def _resume(path: Path, run_ids: list[str], model: BatchedModel,
             opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
-            history: Tensor, device: torch.device) -> tuple[int, int]:
+            history: Tensor, device: torch.device,
+            snapshots: dict[int, dict[str, Tensor]]) -> tuple[int, int]:
     """Load a checkpoint into the fresh training state; returns (step, history row).
 
     A checkpoint of other runs, or one that cannot be read, is ignored (training restarts).
     """
     try:
         state = torch.load(path, map_location=device, weights_only=True)
-        if state["run_ids"] != run_ids:
+        if state["run_ids"] != run_ids or state["history"].shape != history.shape:
             return 0, 0
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         history.copy_(state["history"])
+        snapshots.update({int(k): {n: t.cpu() for n, t in v.items()}
+                          for k, v in state.get("snapshots", {}).items()})
     except Exception as e:  # a torn or foreign file must never stop training
         warnings.warn(f"{path}: unusable checkpoint ignored ({e})", stacklevel=2)
         return 0, 0

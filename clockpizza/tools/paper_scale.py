@@ -36,6 +36,7 @@ from clockpizza.figures.report import draw_figures
 from clockpizza.io.params import PRESET_TARGETS, Params, ParamsError, load_params
 from clockpizza.io.table import (
     CIRCLES_SCHEMA,
+    DYNAMICS_SCHEMA,
     write_json,
     write_parquet,
     write_runs_table,
@@ -114,6 +115,7 @@ def run(params: Params, out: Path, *, keep_weights: bool = True,
     tables = collect_tables(params, runs_root, dataset, device)
     write_runs_table(out / "runs.parquet", tables.runs)
     write_table(out / "circles.parquet", tables.circles, CIRCLES_SCHEMA)
+    write_table(out / "dynamics.parquet", tables.dynamics, DYNAMICS_SCHEMA)
     fit = {"n_boot": params.boundary.n_boot, "boot_seed": params.boundary.boot_seed}
     write_json(out / "summary.json",
                summarize(tables.runs, boundary_width=params.render.fig1_width, **fit))
