@@ -47,7 +47,7 @@ from clockpizza.results.paper_compare import (
     published_phase_shares,
     tenth_table,
 )
-from clockpizza.results.phases import PHASES
+from clockpizza.results.phases import PHASES, classify
 from clockpizza.results.selection import main_runs, mlp_order, mlp_runs, transformers, unablated
 
 # The paper's numbers (Zhong et al. 2023, section 3 and figures 1-2), for comparison only.
@@ -569,25 +569,55 @@ def _rule_context(published: pd.DataFrame | None,
             "rows": _records(shares)}
 
 
-def _mid_alpha_context(table: pd.DataFrame | None) -> dict[str, Any] | None:
+def _mid_alpha_context(table: pd.DataFrame | None,
+                       rule: PhaseConfig | None) -> dict[str, Any] | None:
     if table is None or table.empty:
         return None
+    if rule is not None:  # today's rule; circle shares NaN where the table predates them
+        t = table.assign(family="transformer")
+        for col in ("clock_circle_share", "pizza_circle_share"):
+            if col not in t.columns:
+                t[col] = np.nan
+        table = table.assign(phase_now=classify(t, rule))
     rows = []
     for cond, g in table.groupby("condition", sort=False):
-        sym = int(((g[GS] >= 0.9) & (g[DI] > 0.6)).sum())
+        symmetric = g[GS] >= 0.9
         rows.append({"condition": cond, "runs": len(g), "gs": g[GS].median(),
-                     "di": g[DI].median(), "sym_high_di": sym, "phases": _phase_counts(g)})
+                     "di": g[DI].median(), "symmetric": int(symmetric.sum()),
+                     "sym_high_di": int((symmetric & (g[DI] > 0.6)).sum()),
+                     "phases": _phase_counts(g),
+                     "phases_now": _phase_counts(g.assign(phase=g["phase_now"]))
+                     if "phase_now" in g.columns else ""})
     alphas = _fmt_list(table["attn_rate"])
     widths = _fmt_list(table["width"])
     steps = _fmt_list(table["steps"])
     text = (f"`python -m clockpizza.tools.mid_alpha` trained width {widths} at α = {alphas} for "
-            f"{steps} steps under four conditions: `shared` (every rate of a seed from the same "
+            f"{steps} steps under these conditions: `shared` (every rate of a seed from the same "
             "weights, one split: our default), `own_init` (`model.init_per_run`), "
             "`own_init_split` (also `data.split_per_run`: each run its own split, as the "
             "paper's), and `paper_loop` (the paper's one-model training loop, own weights and "
-            "split). The table is `results/mid_alpha/mid_alpha.csv` (in git); the phase column "
-            "uses the phase rule of the time the table was made.")
-    return {"text": text, "rows": rows}
+            "split). The table is `results/mid_alpha/mid_alpha.csv` (in git); `phase then` is "
+            "the label under the rule of the time (DI ≤ 0.6 required for a pizza), `phase now` "
+            "under today's `phase:` section.")
+    return {"text": text, "rows": rows, "finding": _mid_alpha_finding(rows)}
+
+
+def _mid_alpha_finding(rows: list[dict[str, Any]]) -> str:
+    by = {r["condition"]: r for r in rows}
+    total = sum(r["runs"] for r in rows)
+    sym = sum(r["symmetric"] for r in rows)
+    high = sum(r["sym_high_di"] for r in rows)
+    text = (f"In all, {sym} of {total} runs are symmetric (GS ≥ 0.9), {high} of them with "
+            "DI > 0.6")
+    if "shared" in by and "own_init_split" in by:
+        a, b = by["shared"], by["own_init_split"]
+        text += (f"; with the paper's per-run weights and split {b['sym_high_di']} of "
+                 f"{b['runs']} are (shared start and split: {a['sym_high_di']} of {a['runs']})")
+    if "paper_loop" in by:
+        c = by["paper_loop"]
+        text += (f", and {c['sym_high_di']} of the {c['runs']} trained with the paper's own "
+                 "loop")
+    return text + ("." if rows else "")
 
 
 # --------------------------------------------------------------------------------------------
@@ -709,7 +739,7 @@ def build_report(runs: pd.DataFrame, figures: Mapping[str, str], fig1_width: int
         "examples": examples or [],
         "paper_models": _paper_models_context(paper.models),
         "rule": _rule_context(paper.published, rule),
-        "mid_alpha": _mid_alpha_context(paper.mid_alpha),
+        "mid_alpha": _mid_alpha_context(paper.mid_alpha, rule),
         "dynamics": _dynamics_context(runs, figures, dynamics),
         "layers": _layers_context(runs, figures),
         "ablations": _ablations_context(runs, figures),

@@ -53,7 +53,8 @@ CONDITIONS: dict[str, list[str]] = {
 COLUMNS = ("condition", "attn_rate", "width", "seed", "steps", "test_acc",
            "gradient_symmetricity", "gradient_symmetricity_exact", "distance_irrelevance",
            "distance_irrelevance_correct", "circularity", "n_circles", "dominant_circle_type",
-           "fve_clock_mean", "fve_pizza_mean", "phase")
+           "fve_clock_mean", "fve_pizza_mean", "clock_circle_share", "pizza_circle_share",
+           "phase")
 
 
 def paper_loop_weights(cfg: TransformerConfig, spec: RunSpec, data: SplitTensors,
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                               sort_keys=False))
         frames.append(control_rows(load_params(args.out / "paper_loop" / "params.yaml"),
                                    args.control_runs))
-    table = pd.concat(frames, ignore_index=True)[list(COLUMNS)]
+    table = pd.concat(frames, ignore_index=True).reindex(columns=list(COLUMNS))
     table.to_csv(args.out / "mid_alpha.csv", index=False, float_format="%.6g")
     print(json.dumps({"rows": len(table), "out": str(args.out / "mid_alpha.csv")}))
     return 0
