@@ -238,3 +238,16 @@ def test_unknown_keys_of_mixed_types(base: dict[str, Any], section: str | None) 
     node["stpes"] = 3
     # After a fix either typo may be the one named; both messages say "unknown".
     refused(raw, "unknown", *([] if section is None else ["train."]))
+
+
+def test_the_readme_params_reference_is_the_schemas() -> None:
+    # The README's reference table is exactly the one generated from the schema and
+    # params.yaml, so it names every key, its default and what is allowed.
+    from clockpizza.io.params import reference_table, schema_keys
+
+    readme = (ROOT / "README.md").read_text()
+    start, end = "<!-- params-reference:start -->\n", "<!-- params-reference:end -->"
+    shown = readme[readme.index(start) + len(start):readme.index(end)]
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert shown == reference_table(raw), "regenerate it: python -m clockpizza.io.params"
+    assert all(f"| `{k}` |" in shown for k in schema_keys())

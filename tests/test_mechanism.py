@@ -26,9 +26,14 @@ def grid() -> pd.DataFrame:
                 phase = "pizza" if alpha < 0.7 else "clock"
                 if (width, seed, alpha) == (64, 0, 0.0):
                     phase = "non-circular"
-                rows.append({"run_id": f"w{width}s{seed}a{alpha}", "width": width, "seed": seed,
+                rows.append({"run_id": rid(width, seed, alpha), "width": width, "seed": seed,
                              "attn_rate": alpha, "n_layers": 1, "phase": phase})
     return pd.DataFrame(rows)
+
+
+def rid(width: int, seed: int, alpha: float) -> str:
+    """A 12-hex-digit run id that reads as its grid point: width, seed, α in tenths."""
+    return f"{width:06x}{seed:03x}{round(alpha * 10):03x}"
 
 
 def render(clock: str | None = None, pizza: str | None = None,
@@ -38,16 +43,16 @@ def render(clock: str | None = None, pizza: str | None = None,
 
 def test_default_examples_are_at_the_ends_of_the_grid_at_the_figure_1_width() -> None:
     # Width 128 is nearest 64 and 256 on a log scale alike: the larger wins (plots.nearest_width).
-    assert choose_examples(grid(), render(width=128)) == {"clock": "w256s0a1.0",
-                                                          "pizza": "w256s0a0.0"}
+    assert choose_examples(grid(), render(width=128)) == {"clock": rid(256, 0, 1.0),
+                                                          "pizza": rid(256, 0, 0.0)}
     # At width 64 the seed-0 run at α = 0 is not a pizza: the seed-1 run stands in.
-    assert choose_examples(grid(), render(width=64)) == {"clock": "w64s0a1.0",
-                                                         "pizza": "w64s1a0.0"}
+    assert choose_examples(grid(), render(width=64)) == {"clock": rid(64, 0, 1.0),
+                                                         "pizza": rid(64, 1, 0.0)}
 
 
 def test_examples_named_in_params_are_used_and_must_exist() -> None:
-    got = choose_examples(grid(), render(clock="w32s1a0.5"))
-    assert got == {"clock": "w32s1a0.5", "pizza": "w256s0a0.0"}
+    got = choose_examples(grid(), render(clock=rid(32, 1, 0.5)))
+    assert got == {"clock": rid(32, 1, 0.5), "pizza": rid(256, 0, 0.0)}
     with pytest.raises(ParamsError, match=r"render\.pizza_run_id = 'abcdefabcdef'"):
         choose_examples(grid(), render(pizza="abcdefabcdef"))
 

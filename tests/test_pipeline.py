@@ -252,3 +252,26 @@ def test_exp_run_with_a_scalar_and_a_list_of_attention_rates(repo: Path) -> None
     assert sorted(runs.attn_rate) == [0.0, 0.5, 1.0]
     shown = run(["dvc", "exp", "show", "--csv"], repo).stdout
     assert "attn_rate" in shown and "gs_median" in shown
+
+
+def _outputs(repo: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(repo)): p.read_bytes()
+            for d in ("data", "runs", "metrics", "report") for p in sorted((repo / d).rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("change", ["attn_rate=[0,1.5]", "+unknown_key=1",
+                                    "train.stpes=5", "data.p=60"])
+def test_a_refused_exp_run_leaves_every_output_in_place(repo: Path, change: str) -> None:
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    run([*git, "add", "-A"], repo)
+    run([*git, "commit", "-qm", "results", "--allow-empty"], repo)
+    before = _outputs(repo)
+    original = (repo / "params.yaml").read_text()
+    try:
+        res = run(["dvc", "exp", "run", "-S", change], repo, check=False)
+        assert res.returncode != 0, res.stdout
+        assert "[check] error in params.yaml" in res.stderr, res.stderr
+    finally:
+        (repo / "params.yaml").write_text(original)
+    assert _outputs(repo) == before  # every output still there, bit for bit

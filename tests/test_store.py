@@ -16,6 +16,7 @@ from clockpizza.analysis.collect import collect_runs
 from clockpizza.io.params import Params, RunSpec, group_specs
 from clockpizza.io.store import RunError, expected_runs, write_run
 from clockpizza.science.data import make_dataset
+from clockpizza.science.grid import train_and_save
 from clockpizza.science.model import TransformerConfig, init_params
 from clockpizza.science.runs import read_spec_run as read_run
 from clockpizza.science.runs import run_config
@@ -242,3 +243,20 @@ def test_atomically_written_files_get_the_usual_permissions(tmp_path: Path) -> N
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_diverging_run_is_flagged_and_does_not_break_the_table(tmp_path: Path) -> None:
+    # A learning rate far too high (inside the allowed range) makes the losses blow up: the
+    # metrics stage still writes its table, names such runs diverged and labels them
+    # non-circular, and measures the others as usual.
+    params = small_params(attn_rate=[0.0, 1.0])
+    params = dataclasses.replace(params, train=dataclasses.replace(
+        params.train, lr=10.0, warmup_steps=0, steps=40, eval_every=10))
+    dataset = make_dataset(params.data.p, params.data.train_frac, params.data.split_seed)
+    train_and_save(params, 8, 0, dataset, tmp_path / "runs", checkpoints=tmp_path / "ckpt")
+    runs = collect_runs(params, tmp_path / "runs", dataset, torch.device("cpu"))
+    assert runs["diverged"].any()
+    bad = runs[runs["diverged"]]
+    assert (bad["phase"] == "non-circular").all()
+    good = runs[~runs["diverged"]]
+    assert good["gradient_symmetricity"].notna().all()

@@ -4,6 +4,8 @@ tables, and the grid's training wall time."""
 from __future__ import annotations
 
 import json
+import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,15 +15,17 @@ import torch
 from clockpizza.analysis.circles import analyse_models, run_summary
 from clockpizza.analysis.dynamics import collect_dynamics
 from clockpizza.analysis.metrics import gs_triples, model_metrics
-from clockpizza.io.params import Params, instance_specs, shape_groups
-from clockpizza.io.store import expected_runs
+from clockpizza.io.params import Params, RunSpec, instance_specs, shape_groups
+from clockpizza.io.store import HISTORY, StoredRun, expected_runs
 from clockpizza.io.table import CIRCLE_COLUMNS
 from clockpizza.results.dynamics import RUN_COLUMNS, settle_columns
 from clockpizza.results.phases import classify
-from clockpizza.science.architectures import load_model, model_config
+from clockpizza.science.architectures import ArchConfig, load_model, model_config
 from clockpizza.science.model import BatchedTransformer, stack
 from clockpizza.science.runs import read_spec_run, train_mask
 from clockpizza.science.train import resolve_device
+
+log = logging.getLogger(__name__)
 
 
 def collect_timing(params: Params, runs_root: str | Path) -> dict[str, object]:
@@ -52,6 +56,48 @@ class MetricsTables:
     runs: pd.DataFrame  # a row per run (table.RUNS_SCHEMA)
     circles: pd.DataFrame  # a row per circle of each run (table.CIRCLES_SCHEMA)
     dynamics: pd.DataFrame  # a row per run and snapshot step (table.DYNAMICS_SCHEMA)
+
+
+_METRIC_NAMES = ("train_loss", "test_loss", "train_acc", "test_acc", "gradient_symmetricity",
+                 "gradient_symmetricity_exact", "distance_irrelevance",
+                 "distance_irrelevance_correct", "circularity", "circularity_published",
+                 "param_norm")
+
+
+def _finite(weights: dict[str, torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(w).all()) for w in weights.values())
+
+
+def _diverged(run_dir: Path) -> bool:
+    """The training loss ended non-finite, or above the loss the run started from."""
+    hist = pd.read_parquet(run_dir / HISTORY, columns=["train_loss"])["train_loss"]
+    last, first = float(hist.iloc[-1]), float(hist.iloc[0])
+    return not math.isfinite(last) or last > first
+
+
+def _measure(params: Params, dataset: pd.DataFrame, device: torch.device,
+             triples: torch.Tensor | None, specs: list[RunSpec], cfg: ArchConfig,
+             stored: list[StoredRun]) -> tuple[dict[str, list[float]], list[pd.DataFrame]]:
+    """The metrics ({name: [value per run]}) and circles of one shape group's runs."""
+    if not specs:
+        return {k: [] for k in _METRIC_NAMES}, []
+    p, c, s0 = params.data.p, params.circles, specs[0]
+    model = load_model(cfg, stack([r.weights for r in stored]),
+                       [s.attn_rate for s in specs]).to(device)
+    is_train = torch.stack([train_mask(s, dataset, params.data.train_frac)
+                            for s in specs]).to(device)  # [M, p²]: a split per run
+    values = model_metrics(model, p, triples, params.metrics.n_components, is_train,
+                           diff_vocab=s0.diff_vocab, eqn_sign=s0.eqn_sign)
+    cols = {k: v.detach().cpu().tolist() for k, v in values.items()}
+    if isinstance(model, BatchedTransformer):
+        circles = analyse_models(model, p, max_circles=c.max_circles,
+                                 min_var_share=c.min_var_share, min_fve=c.min_fve,
+                                 type_from=c.type_from,
+                                 diff_vocab=s0.diff_vocab, eqn_sign=s0.eqn_sign)
+    else:  # the attention-free family: no circle analysis (SPEC's templates are for α-models)
+        circles = [pd.DataFrame(columns=[k for k in CIRCLE_COLUMNS if k != "run_id"])
+                   for _ in specs]
+    return cols, circles
 
 
 def collect_runs(params: Params, runs_root: str | Path, dataset: pd.DataFrame,
@@ -90,26 +136,21 @@ def collect_tables(params: Params, runs_root: str | Path, dataset: pd.DataFrame,
     n_triples = params.metrics.gs_triples
     triples = gs_triples(p, n_triples, params.metrics.gs_seed) if n_triples else None  # None: all
     rows, circle_frames = [], []
-    c = params.circles
     for specs, cfg, stored in groups:
-        s0 = specs[0]
-        model = load_model(cfg, stack([r.weights for r in stored]),
-                           [s.attn_rate for s in specs]).to(device)
-        is_train = torch.stack([train_mask(s, dataset, params.data.train_frac)
-                                for s in specs]).to(device)  # [M, p²]: a split per run
-        values = model_metrics(model, p, triples, params.metrics.n_components, is_train,
-                               diff_vocab=s0.diff_vocab, eqn_sign=s0.eqn_sign)
-        cols = {k: v.detach().cpu().tolist() for k, v in values.items()}
-        if isinstance(model, BatchedTransformer):
-            circles = analyse_models(model, p, max_circles=c.max_circles,
-                                     min_var_share=c.min_var_share, min_fve=c.min_fve,
-                                     type_from=c.type_from,
-                                     diff_vocab=s0.diff_vocab, eqn_sign=s0.eqn_sign)
-        else:  # the attention-free family: no circle analysis (SPEC's templates are for α-models)
-            circles = [pd.DataFrame(columns=[k for k in CIRCLE_COLUMNS if k != "run_id"])
-                       for _ in specs]
+        # A run whose weights are not finite diverged: it is measured as NaN, not at all.
+        ok = [i for i, r in enumerate(stored) if _finite(r.weights)]
+        cols, circles = _measure(params, dataset, device, triples, [specs[i] for i in ok], cfg,
+                                 [stored[i] for i in ok])
+        empty = pd.DataFrame(columns=[k for k in CIRCLE_COLUMNS if k != "run_id"])
         for i, (spec, run) in enumerate(zip(specs, stored, strict=True)):
-            circle_frames.append(circles[i].assign(run_id=spec.run_id))
+            j = ok.index(i) if i in ok else None
+            circ = circles[j] if j is not None else empty
+            diverged = j is None or _diverged(run.path)
+            if diverged:
+                log.warning("run %s (%s, α = %s) diverged: its training loss ended non-finite or "
+                            "above where it started; labelled non-circular, diverged = true",
+                            spec.run_id, spec.group, spec.attn_rate)
+            circle_frames.append(circ.assign(run_id=spec.run_id))
             rows.append({
                 "run_id": spec.run_id, "family": spec.family,
                 "attn_rate": float("nan") if spec.attn_rate is None else spec.attn_rate,
@@ -118,11 +159,14 @@ def collect_tables(params: Params, runs_root: str | Path, dataset: pd.DataFrame,
                 "eqn_sign": spec.eqn_sign, "p": p, "split_seed": spec.split_seed,
                 "init_per_run": spec.init_per_run, "split_per_run": spec.split_per_run,
                 "steps": spec.steps, "precision": spec.precision, "device": run.config["device"],
-                **{k: v[i] for k, v in cols.items()}, **run_summary(circles[i]),
+                **{k: (v[j] if j is not None else float("nan")) for k, v in cols.items()},
+                **run_summary(circ),
                 "gs_triples": n_triples, "gs_seed": params.metrics.gs_seed if n_triples else -1,
+                "diverged": diverged,
             })
     runs = pd.DataFrame(rows)
     runs["phase"] = classify(runs, params.phase)
+    runs.loc[runs["diverged"], "phase"] = "non-circular"
     circle_table = pd.concat([f for f in circle_frames if not f.empty] or
                              [pd.DataFrame(columns=list(CIRCLE_COLUMNS))], ignore_index=True)
     dynamics, full_acc = collect_dynamics(params, runs_root, dataset, device)

@@ -64,13 +64,18 @@ def collect_dynamics(params: Params, runs_root: str | Path, dataset: pd.DataFram
                                     for s in specs]).to(device)
             s0 = specs[0]
             for step in group_steps:
-                model = load_model(cfg, stack([snap[step] for snap in snaps]),
-                                   [s.attn_rate for s in specs]).to(device)
+                # a diverged run's non-finite snapshots are left out, not measured
+                ok = [i for i, snap in enumerate(snaps)
+                      if all(bool(torch.isfinite(w).all()) for w in snap[step].values())]
+                if not ok:
+                    continue
+                model = load_model(cfg, stack([snaps[i][step] for i in ok]),
+                                   [specs[i].attn_rate for i in ok]).to(device)
                 values = model_metrics(model, p, triples, params.metrics.n_components,
-                                       is_train, diff_vocab=s0.diff_vocab,
+                                       is_train[ok], diff_vocab=s0.diff_vocab,
                                        eqn_sign=s0.eqn_sign, exact=False)
                 cols = {k: values[k].detach().cpu().tolist() for k in COLUMNS[2:]}
-                frames.append(pd.DataFrame({"run_id": [s.run_id for s in specs],
+                frames.append(pd.DataFrame({"run_id": [specs[i].run_id for i in ok],
                                             "step": step, **cols}))
     dynamics = (pd.concat(frames, ignore_index=True) if frames
                 else pd.DataFrame(columns=list(COLUMNS)))

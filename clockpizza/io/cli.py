@@ -17,6 +17,13 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     except ParamsError as e:
         print(f"[{name}] error in params.yaml: {e}", file=sys.stderr)
         sys.exit(2)
-    except (FileNotFoundError, RuntimeError, ValueError) as e:
+    except FileNotFoundError as e:
+        print(f"[{name}] error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except PermissionError as e:
+        print(f"[{name}] error: {e.filename or e}: permission denied; make it writable (or "
+              "remove it) and rerun", file=sys.stderr)
+        sys.exit(1)
+    except (RuntimeError, ValueError) as e:
         print(f"[{name}] error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -1,21 +1,39 @@
-"""The params.yaml schema: frozen dataclasses, validated before any work starts.
+"""The params.yaml schema: pydantic dataclasses, validated before any work starts.
 
-Every stage calls :func:`load_params` on the whole file, so a typo or an out-of-range value is
-refused by whichever stage DVC runs first, with a message that names the key and what is allowed.
+Every section of params.yaml is a frozen pydantic dataclass whose fields declare their types and
+ranges, with ``extra="forbid"``; the ``allowed`` text of each field is what the error message
+says is allowed. :func:`load_params` validates the whole file and turns pydantic's first error
+into one :class:`ParamsError` line that names the dotted key, the value and what is allowed. The
+``check`` stage (first in ``dvc.yaml``) runs it on every change of params.yaml, before any other
+stage removes an output; every stage runs it again before doing anything.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
-import math
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
 
 ACTIVATIONS = ("relu", "gelu")
 MLP_MODELS = ("A", "B", "C", "D", "X")  # the attention-free family (SPEC.md appendix)
@@ -23,201 +41,181 @@ TRANSFORMER = "transformer"  # RunSpec.family of the transformers; the MLP famil
 PRECISIONS = ("fp32", "tf32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 FVE_SOURCES = ("paper", "centred")  # circles.type_from (clockpizza.analysis.circles)
+SNAPSHOT_SCHEDULES = ("log", "none")
 
 
 class ParamsError(ValueError):
     """A value in params.yaml that the pipeline refuses; the message names the key."""
 
 
+_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _allowed(text: str, **constraints: Any) -> Any:
+    """A field whose error message says it must be ``text`` (``{n_heads}`` is filled in)."""
+    return Field(json_schema_extra={"allowed": text}, **constraints)
+
+
+def _refuse(message: str) -> PydanticCustomError:
+    return PydanticCustomError("params", message)
+
+
 # --------------------------------------------------------------------------------------------
-# Small validators. Each takes the dotted key so the message can name it.
+# Grid axes: a value or a list, or a list only (DVC matrix axes).
 
 
-def _is_int(x: object) -> bool:
-    # YAML `true` is a Python bool, and bool is an int subclass: refuse it as a number.
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(x: object) -> bool:
-    return (_is_int(x) or isinstance(x, float)) and math.isfinite(float(x))  # type: ignore[arg-type]
-
-
-def _int(key: str, x: object, *, lo: int | None = None, hi: int | None = None,
-         allowed: str = "an integer") -> int:
-    if (not _is_int(x) or (lo is not None and x < lo)  # type: ignore[operator]
-            or (hi is not None and x > hi)):  # type: ignore[operator]
-        raise ParamsError(f"{key} = {x!r}: must be {allowed}")
-    return int(x)  # type: ignore[arg-type]
-
-
-def _float(key: str, x: object, *, lo: float, hi: float, open_lo: bool = False,
-           open_hi: bool = False, allowed: str | None = None) -> float:
-    ok = _is_number(x)
-    if ok:
-        v = float(x)  # type: ignore[arg-type]
-        ok = (v > lo if open_lo else v >= lo) and (v < hi if open_hi else v <= hi)
-    if not ok:
-        lb, rb = ("(" if open_lo else "["), (")" if open_hi else "]")
-        raise ParamsError(f"{key} = {x!r}: must be {allowed or 'a number in'} {lb}{lo}, {hi}{rb}")
-    return float(x)  # type: ignore[arg-type]
-
-
-def _choice(key: str, x: object, choices: tuple[str, ...]) -> str:
-    if x not in choices:
-        raise ParamsError(f"{key} = {x!r}: must be one of {', '.join(choices)}")
-    return str(x)
-
-
-def _as_list(key: str, x: object, *, scalar_ok: bool) -> list[Any]:
+def _scalar_or_list(x: object) -> object:
+    if isinstance(x, tuple):  # already validated (dataclasses.replace)
+        return x
     if isinstance(x, list):
         if not x:
-            raise ParamsError(f"{key} = []: the grid is empty; give at least one value")
+            raise _refuse("the grid is empty; give a value or a non-empty list")
         return x
-    if scalar_ok and x is not None:
-        return [x]
-    raise ParamsError(
-        f"{key} = {x!r}: must be a list, e.g. [{x}] (it is a DVC matrix axis, and DVC "
-        "cannot iterate over a scalar)"
-    )
+    return [x]
 
 
-def _bool(key: str, x: object) -> bool:
-    # Only YAML true/false: 0, 1, "yes" or "true" (a string) are refused, not guessed at.
-    if not isinstance(x, bool):
-        raise ParamsError(f"{key} = {x!r}: must be true or false")
+def _grid_list(x: object) -> object:
+    if isinstance(x, tuple):  # already validated (dataclasses.replace)
+        return x
+    if not isinstance(x, list):
+        raise _refuse(f"must be a list, e.g. [{x}] (it is a DVC matrix axis, and DVC cannot "
+                      "iterate over a scalar)")
+    if not x:
+        raise _refuse("the grid is empty; give at least one value")
     return x
 
 
-def _axis(key: str, x: object, parse: Callable[[str, object], Any]) -> tuple[Any, ...]:
-    """A transformer grid axis trained inside each train@<width>-<seed> instance.
+def _top_scalar_or_list(x: object) -> object:
+    if isinstance(x, list | tuple) and not x:
+        raise _refuse("the grid is empty; give at least one value")
+    return _scalar_or_list(x)
 
-    A scalar is one value; a list is every value (each element checked by ``parse``, which gets
-    the element's own key, e.g. ``model.n_layers[1]``). Empty lists and duplicates are refused.
-    """
-    if not isinstance(x, list):
-        return (parse(key, x),)
-    if not x:
-        raise ParamsError(f"{key} = []: the grid is empty; give a value or a non-empty list")
-    values = tuple(parse(f"{key}[{i}]", v) for i, v in enumerate(x))
+
+def _distinct(values: tuple[Any, ...]) -> tuple[Any, ...]:
     if len(set(values)) != len(values):
-        raise ParamsError(f"{key} = {x!r}: contains duplicates")
+        raise _refuse("contains duplicates")
     return values
 
 
-def _section(raw: Mapping[str, Any], name: str, cls: type) -> dict[str, Any]:
-    sec = raw.get(name)
-    if not isinstance(sec, Mapping):
-        raise ParamsError(f"{name}: missing or not a mapping; expected keys: "
-                          + ", ".join(f.name for f in fields(cls)))
-    allowed = [f.name for f in fields(cls)]
-    unknown = sorted(set(sec) - set(allowed), key=str)
-    if unknown:
-        raise ParamsError(f"{name}.{unknown[0]}: unknown key; allowed keys in {name}: "
-                          + ", ".join(allowed))
-    missing = [k for k in allowed if k not in sec]
-    if missing:
-        raise ParamsError(f"{name}.{missing[0]}: missing; allowed keys in {name}: "
-                          + ", ".join(allowed))
-    return dict(sec)
+def _is_prime(n: int) -> bool:
+    return n >= 2 and all(n % d for d in range(2, int(n**0.5) + 1))
+
+
+def _prime(p: int) -> int:
+    if not _is_prime(p):
+        raise _refuse("must be a prime (the circle analysis uses inverses mod p), e.g. 59")
+    return p
+
+
+def _run_id(x: object) -> object:
+    if x is None or (isinstance(x, str) and len(x) == 12
+                     and all(c in "0123456789abcdef" for c in x)):
+        return x
+    raise _refuse("must be null or a run id (12 hex digits, as in the run_id column of "
+                  "metrics/runs.parquet)")
+
+
+def _snapshots(x: object) -> object:
+    if isinstance(x, str) and x in SNAPSHOT_SCHEDULES:
+        return x
+    if (isinstance(x, list | tuple) and x
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in x)):
+        return tuple(x)
+    raise _refuse("must be log, none, or a list of steps (integers >= 0)")
+
+
+Rate = Annotated[StrictFloat, _allowed("an attention rate in [0.0, 1.0]", ge=0.0, le=1.0)]
+Layers = Annotated[StrictInt, _allowed("an integer from 1 to 4", ge=1, le=4)]
+Act = Annotated[Literal["relu", "gelu"], _allowed("one of relu, gelu")]
+Flag = Annotated[StrictBool, _allowed("true or false")]
+Unit = Annotated[StrictFloat, _allowed("a number in [0.0, 1.0]", ge=0.0, le=1.0)]
+
+
+def _axis(item: Any, text: str) -> Any:
+    """A transformer grid axis trained inside each train@<width>-<seed> instance: a value or a
+    non-empty list of distinct values."""
+    return Annotated[tuple[item, ...], BeforeValidator(_scalar_or_list),
+                     AfterValidator(_distinct), _allowed(text)]
 
 
 # --------------------------------------------------------------------------------------------
 # The sections of params.yaml.
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class DataConfig:
-    p: int
-    train_frac: float
-    split_seed: int
-    diff_vocab: tuple[bool, ...]  # grid axis of the transformers (appendix ablation)
-    eqn_sign: tuple[bool, ...]  # grid axis of the transformers (appendix ablation)
-    split_per_run: bool  # each run its own split, seeded from its run id
+    p: Annotated[StrictInt, _allowed("an integer >= 3 that is prime", ge=3),
+                 AfterValidator(_prime)]
+    train_frac: Annotated[StrictFloat, _allowed("a number in (0.0, 1.0)", gt=0.0, lt=1.0)]
+    split_seed: Annotated[StrictInt, _allowed("an integer >= 0", ge=0)]
+    diff_vocab: _axis(Flag, "true or false (or a list of them)")  # type: ignore[valid-type]
+    eqn_sign: _axis(Flag, "true or false (or a list of them)")  # type: ignore[valid-type]
+    split_per_run: Flag  # each run its own split, seeded from its run id
 
-    @classmethod
-    def parse(cls, raw: Mapping[str, Any]) -> DataConfig:
-        s = _section(raw, "data", cls)
-        p = _int("data.p", s["p"], lo=3, allowed="an integer >= 3")
-        frac = _float("data.train_frac", s["train_frac"], lo=0.0, hi=1.0, open_lo=True,
-                      open_hi=True)
-        n_train = round(frac * p * p)
-        if not 0 < n_train < p * p:
-            raise ParamsError(f"data.train_frac = {frac}: gives {n_train} of {p * p} pairs for "
-                              "training; both train and test must be non-empty")
-        return cls(p, frac, _int("data.split_seed", s["split_seed"], lo=0,
-                                 allowed="an integer >= 0"),
-                   _axis("data.diff_vocab", s["diff_vocab"], _bool),
-                   _axis("data.eqn_sign", s["eqn_sign"], _bool),
-                   _bool("data.split_per_run", s["split_per_run"]))
+    @model_validator(mode="after")
+    def _both_splits_non_empty(self) -> DataConfig:
+        n_train = round(self.train_frac * self.p * self.p)
+        if not 0 < n_train < self.p * self.p:
+            raise _refuse(f"data.train_frac = {self.train_frac}: gives {n_train} of "
+                          f"{self.p * self.p} pairs for training; both train and test must be "
+                          "non-empty")
+        return self
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class ModelConfig:
     """The transformers' architecture; ``n_layers`` and ``act`` are grid axes (scalar or list)."""
 
-    n_layers: tuple[int, ...]
-    n_heads: int
-    act: tuple[str, ...]
-    init_per_run: bool  # each run its own initial weights, seeded from its run id
-
-    @classmethod
-    def parse(cls, raw: Mapping[str, Any]) -> ModelConfig:
-        s = _section(raw, "model", cls)
-        return cls(
-            _axis("model.n_layers", s["n_layers"], _n_layers),
-            _int("model.n_heads", s["n_heads"], lo=1, allowed="an integer >= 1"),
-            _axis("model.act", s["act"], lambda k, x: _choice(k, x, ACTIVATIONS)),
-            _bool("model.init_per_run", s["init_per_run"]),
-        )
+    n_layers: _axis(Layers, "an integer from 1 to 4")  # type: ignore[valid-type]
+    n_heads: Annotated[StrictInt, _allowed("an integer >= 1", ge=1)]
+    act: _axis(Act, "one of relu, gelu")  # type: ignore[valid-type]
+    init_per_run: Flag  # each run its own initial weights, seeded from its run id
 
 
-def _n_layers(key: str, x: object) -> int:
-    return _int(key, x, lo=1, hi=4, allowed="an integer from 1 to 4")
+def _models_list(x: object) -> object:
+    if not isinstance(x, list | tuple):
+        raise _refuse(f"must be a list, e.g. [{x}] or [] for none (it is a DVC matrix axis, "
+                      "and DVC cannot iterate over a scalar)")
+    return x
 
 
-@dataclass(frozen=True)
+def _even(w: int) -> int:
+    if w % 2:
+        raise _refuse("must be a positive even integer (model D embeds each operand in "
+                      "width / 2)")
+    return w
+
+
+@dataclass(frozen=True, config=_CONFIG)
 class MLPFamilyConfig:
     """The attention-free models A, B, C, D, X (SPEC.md appendix); ``models: []`` trains none."""
 
-    models: tuple[str, ...]
-    width: int
-
-    @classmethod
-    def parse(cls, raw: Mapping[str, Any]) -> MLPFamilyConfig:
-        s = _section(raw, "mlp_family", cls)
-        models = s["models"]
-        if not isinstance(models, list):
-            raise ParamsError(
-                f"mlp_family.models = {models!r}: must be a list, e.g. [{models}] or [] for none "
-                "(it is a DVC matrix axis, and DVC cannot iterate over a scalar)")
-        for i, m in enumerate(models):
-            if m not in MLP_MODELS:
-                raise ParamsError(f"mlp_family.models[{i}] = {m!r}: must be one of "
-                                  + ", ".join(MLP_MODELS))
-        if len(set(models)) != len(models):
-            raise ParamsError(f"mlp_family.models = {models!r}: contains duplicates")
-        width = s["width"]
-        if not _is_int(width) or width < 2 or width % 2:
-            raise ParamsError(f"mlp_family.width = {width!r}: must be a positive even integer "
-                              "(model D embeds each operand in width / 2)")
-        return cls(tuple(models), int(width))
+    models: Annotated[tuple[Annotated[Literal["A", "B", "C", "D", "X"],
+                                      _allowed("one of A, B, C, D, X")], ...],
+                      BeforeValidator(_models_list), AfterValidator(_distinct)]
+    width: Annotated[StrictInt, _allowed("a positive even integer (model D embeds each "
+                                         "operand in width / 2)", ge=2),
+                     AfterValidator(_even)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class TrainConfig:
-    steps: int
-    lr: float
-    weight_decay: float
-    beta1: float
-    beta2: float
-    eps: float
-    warmup_steps: int
-    eval_every: int
-    precision: str
-    device: str
-    max_models: int
-    checkpoint_minutes: float
-    snapshots: str | tuple[int, ...] = "log"  # "log", "none" or the steps themselves
+    steps: Annotated[StrictInt, _allowed("an integer >= 1", ge=1)]
+    lr: Annotated[StrictFloat, _allowed("a number in (0.0, 10.0]", gt=0.0, le=10.0)]
+    weight_decay: Annotated[StrictFloat, _allowed("a number in [0.0, 100.0]", ge=0.0, le=100.0)]
+    beta1: Annotated[StrictFloat, _allowed("a number in [0.0, 1.0)", ge=0.0, lt=1.0)]
+    beta2: Annotated[StrictFloat, _allowed("a number in [0.0, 1.0)", ge=0.0, lt=1.0)]
+    eps: Annotated[StrictFloat, _allowed("a number in (0.0, 1.0]", gt=0.0, le=1.0)]
+    warmup_steps: Annotated[StrictInt, _allowed("an integer >= 0", ge=0)]
+    eval_every: Annotated[StrictInt, _allowed("an integer >= 1", ge=1)]
+    precision: Annotated[Literal["fp32", "tf32", "bf16"], _allowed("one of fp32, tf32, bf16")]
+    device: Annotated[Literal["auto", "cpu", "cuda"], _allowed("one of auto, cpu, cuda")]
+    max_models: Annotated[StrictInt, _allowed("an integer >= 0 (0 = as many as fit in memory)",
+                                              ge=0)]
+    checkpoint_minutes: Annotated[StrictFloat, _allowed("a number in [0.0, 1000000.0]", ge=0.0,
+                                                        le=1e6)]
+    # "log", "none" or the steps themselves
+    snapshots: Annotated[str | tuple[int, ...], BeforeValidator(_snapshots)]
 
     @property
     def snapshot_steps(self) -> tuple[int, ...]:
@@ -231,141 +229,76 @@ class TrainConfig:
             return (0, *[x for x in series if x < self.steps], self.steps)
         return tuple(sorted({s for s in self.snapshots if s <= self.steps}))
 
-    @classmethod
-    def parse(cls, raw: Mapping[str, Any]) -> TrainConfig:
-        s = _section(raw, "train", cls)
-        return cls(
-            steps=_int("train.steps", s["steps"], lo=1, allowed="an integer >= 1"),
-            lr=_float("train.lr", s["lr"], lo=0.0, hi=10.0, open_lo=True),
-            weight_decay=_float("train.weight_decay", s["weight_decay"], lo=0.0, hi=100.0),
-            beta1=_float("train.beta1", s["beta1"], lo=0.0, hi=1.0, open_hi=True),
-            beta2=_float("train.beta2", s["beta2"], lo=0.0, hi=1.0, open_hi=True),
-            eps=_float("train.eps", s["eps"], lo=0.0, hi=1.0, open_lo=True),
-            warmup_steps=_int("train.warmup_steps", s["warmup_steps"], lo=0,
-                              allowed="an integer >= 0"),
-            eval_every=_int("train.eval_every", s["eval_every"], lo=1,
-                            allowed="an integer >= 1"),
-            precision=_choice("train.precision", s["precision"], PRECISIONS),
-            device=_choice("train.device", s["device"], DEVICES),
-            max_models=_int("train.max_models", s["max_models"], lo=0,
-                            allowed="an integer >= 0 (0 = as many as fit in memory)"),
-            checkpoint_minutes=_float("train.checkpoint_minutes", s["checkpoint_minutes"],
-                                      lo=0.0, hi=1e6),
-            snapshots=_snapshots(s["snapshots"]),
-        )
 
-
-def _snapshots(x: Any) -> str | tuple[int, ...]:
-    allowed = "log, none, or a list of steps (integers >= 0)"
-    if isinstance(x, str) and x in ("log", "none"):
-        return x
-    if isinstance(x, list) and x and all(isinstance(v, int) and not isinstance(v, bool)
-                                         and v >= 0 for v in x):
-        return tuple(x)
-    raise ParamsError(f"train.snapshots = {x!r}: must be {allowed}")
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class MetricsConfig:
-    gs_triples: int
-    gs_seed: int
-    n_components: int
-
-    @classmethod
-    def parse(cls, raw: Mapping[str, Any]) -> MetricsConfig:
-        s = _section(raw, "metrics", cls)
-        return cls(
-            _int("metrics.gs_triples", s["gs_triples"], lo=0,
-                 allowed="an integer >= 0 (0: all p³ triples)"),
-            _int("metrics.gs_seed", s["gs_seed"], lo=0, allowed="an integer >= 0"),
-            _int("metrics.n_components", s["n_components"], lo=1, allowed="an integer >= 1"),
-        )
+    gs_triples: Annotated[StrictInt, _allowed("an integer >= 0 (0: all p³ triples)", ge=0)]
+    gs_seed: Annotated[StrictInt, _allowed("an integer >= 0", ge=0)]
+    n_components: Annotated[StrictInt, _allowed("an integer >= 1", ge=1)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class PhaseConfig:
-    min_test_acc: float
-    min_circularity: float
-    pizza_min_gs: float
-    pizza_max_di: float
-    circle_majority: float
-
-    @classmethod
-    def parse(cls, raw: Mapping[str, Any]) -> PhaseConfig:
-        s = _section(raw, "phase", cls)
-        out = {k: _float(f"phase.{k}", s[k], lo=0.0, hi=1.0) for k in s
-               if k != "circle_majority"}
-        # At or below one half both kinds of circle could hold a "majority" at once.
-        out["circle_majority"] = _float("phase.circle_majority", s["circle_majority"], lo=0.5,
-                                        hi=1.0, open_lo=True)
-        return cls(**out)
+    min_test_acc: Unit
+    min_circularity: Unit
+    pizza_min_gs: Unit
+    pizza_max_di: Unit
+    # At or below one half both kinds of circle could hold a "majority" at once.
+    circle_majority: Annotated[StrictFloat, _allowed("a number in (0.5, 1.0]", gt=0.5, le=1.0)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class CirclesConfig:
-    max_circles: int
-    min_var_share: float
-    min_fve: float
-    type_from: str
-
-    @classmethod
-    def parse(cls, raw: Mapping[str, Any]) -> CirclesConfig:
-        s = _section(raw, "circles", cls)
-        return cls(
-            _int("circles.max_circles", s["max_circles"], lo=1, allowed="an integer >= 1"),
-            _float("circles.min_var_share", s["min_var_share"], lo=0.0, hi=1.0, open_hi=True),
-            _float("circles.min_fve", s["min_fve"], lo=-1.0, hi=1.0),
-            _choice("circles.type_from", s["type_from"], FVE_SOURCES),
-        )
+    max_circles: Annotated[StrictInt, _allowed("an integer >= 1", ge=1)]
+    min_var_share: Annotated[StrictFloat, _allowed("a number in [0.0, 1.0)", ge=0.0, lt=1.0)]
+    min_fve: Annotated[StrictFloat, _allowed("a number in [-1.0, 1.0]", ge=-1.0, le=1.0)]
+    type_from: Annotated[Literal["paper", "centred"], _allowed("one of paper, centred")]
 
 
-def _run_id(key: str, x: object) -> str | None:
-    if x is None:
-        return None
-    if not (isinstance(x, str) and len(x) == 12 and all(c in "0123456789abcdef" for c in x)):
-        raise ParamsError(f"{key} = {x!r}: must be null or a run id (12 hex digits, as in "
-                          "the run_id column of metrics/runs.parquet)")
-    return x
+RunId = Annotated[str | None, BeforeValidator(_run_id)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class RenderConfig:
-    fig1_width: int
-    clock_run_id: str | None
-    pizza_run_id: str | None
-
-    @classmethod
-    def parse(cls, raw: Mapping[str, Any]) -> RenderConfig:
-        s = _section(raw, "render", cls)
-        return cls(_int("render.fig1_width", s["fig1_width"], lo=1,
-                        allowed="a positive integer"),
-                   _run_id("render.clock_run_id", s["clock_run_id"]),
-                   _run_id("render.pizza_run_id", s["pizza_run_id"]))
+    fig1_width: Annotated[StrictInt, _allowed("a positive integer", ge=1)]
+    clock_run_id: RunId
+    pizza_run_id: RunId
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class BoundaryConfig:
     """The bootstrap of the fitted phase boundary (clockpizza.results.boundary)."""
 
-    n_boot: int
-    boot_seed: int
-
-    @classmethod
-    def parse(cls, raw: Mapping[str, Any]) -> BoundaryConfig:
-        s = _section(raw, "boundary", cls)
-        return cls(
-            _int("boundary.n_boot", s["n_boot"], lo=0, allowed="an integer >= 0"),
-            _int("boundary.boot_seed", s["boot_seed"], lo=0, allowed="an integer >= 0"),
-        )
+    n_boot: Annotated[StrictInt, _allowed("an integer >= 0", ge=0)]
+    boot_seed: Annotated[StrictInt, _allowed("an integer >= 0", ge=0)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
+class Preset:
+    """One named paper-scale grid of ``presets:``; scripts/preset.sh copies every key."""
+
+    attn_rate: Annotated[tuple[Rate, ...], BeforeValidator(_top_scalar_or_list),
+                         _allowed("an attention rate in [0.0, 1.0]")]
+    width: Annotated[tuple[Annotated[StrictInt, _allowed("a positive integer", ge=1)], ...],
+                     BeforeValidator(_grid_list)]
+    seed: Annotated[tuple[Annotated[StrictInt, _allowed("an integer >= 0", ge=0)], ...],
+                    BeforeValidator(_grid_list)]
+    steps: Annotated[StrictInt, _allowed("an integer >= 1", ge=1)]
+    n_layers: _axis(Layers, "an integer from 1 to 4")  # type: ignore[valid-type]
+
+
+Width = Annotated[StrictInt, _allowed("a positive multiple of model.n_heads = {n_heads}", ge=1)]
+Seed = Annotated[StrictInt, _allowed("an integer >= 0", ge=0)]
+
+
+@dataclass(frozen=True, config=_CONFIG)
 class Params:
     """The whole of params.yaml, validated."""
 
-    attn_rate: tuple[float, ...]
-    width: tuple[int, ...]
-    seed: tuple[int, ...]
+    attn_rate: Annotated[tuple[Rate, ...], BeforeValidator(_top_scalar_or_list),
+                         AfterValidator(_distinct)]
+    width: Annotated[tuple[Width, ...], BeforeValidator(_grid_list), AfterValidator(_distinct)]
+    seed: Annotated[tuple[Seed, ...], BeforeValidator(_grid_list), AfterValidator(_distinct)]
     data: DataConfig
     model: ModelConfig
     train: TrainConfig
@@ -375,86 +308,190 @@ class Params:
     boundary: BoundaryConfig
     mlp_family: MLPFamilyConfig
     circles: CirclesConfig
+    presets: dict[str, Preset] = dataclasses.field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _widths_fit_the_heads(self) -> Params:
+        for i, w in enumerate(self.width):
+            if w % self.model.n_heads:
+                raise _refuse(f"width[{i}] = {w}: must be a positive multiple of "
+                              f"model.n_heads = {self.model.n_heads}")
+        return self
 
     @classmethod
     def parse(cls, raw: object) -> Params:
+        """Validate a params mapping (as read from YAML); ParamsError names the first fault."""
         if not isinstance(raw, Mapping):
             raise ParamsError("params.yaml: top level must be a mapping of keys to values")
-        _check_presets(raw.get("presets", {}))
-        raw = {k: v for k, v in raw.items() if k != "presets"}
-        allowed = [f.name for f in fields(cls)] + ["presets"]
-        unknown = sorted(set(raw) - set(allowed), key=str)
-        if unknown:
-            raise ParamsError(f"{unknown[0]}: unknown top-level key; allowed: "
-                              + ", ".join(allowed))
-        for k in ("attn_rate", "width", "seed"):
-            if k not in raw:
-                raise ParamsError(f"{k}: missing (a grid axis)")
-        model = ModelConfig.parse(raw)
-        rates = tuple(
-            _float(f"attn_rate[{i}]", a, lo=0.0, hi=1.0, allowed="an attention rate in")
-            for i, a in enumerate(_as_list("attn_rate", raw["attn_rate"], scalar_ok=True))
-        )
-        widths = tuple(
-            _int(f"width[{i}]", w, lo=1,
-                 allowed=f"a positive multiple of model.n_heads = {model.n_heads}")
-            for i, w in enumerate(_as_list("width", raw["width"], scalar_ok=False))
-        )
-        for i, w in enumerate(widths):
-            if w % model.n_heads:
-                raise ParamsError(f"width[{i}] = {w}: must be a positive multiple of "
-                                  f"model.n_heads = {model.n_heads}")
-        seeds = tuple(
-            _int(f"seed[{i}]", s, lo=0, allowed="an integer >= 0")
-            for i, s in enumerate(_as_list("seed", raw["seed"], scalar_ok=False))
-        )
-        for key, vals in (("attn_rate", rates), ("width", widths), ("seed", seeds)):
-            if len(set(vals)) != len(vals):
-                raise ParamsError(f"{key} = {list(vals)}: contains duplicates")
-        params = cls(rates, widths, seeds, DataConfig.parse(raw), model, TrainConfig.parse(raw),
-                     MetricsConfig.parse(raw), PhaseConfig.parse(raw), RenderConfig.parse(raw),
-                     BoundaryConfig.parse(raw),
-                     MLPFamilyConfig.parse(raw), CirclesConfig.parse(raw))
-        return params
+        _refuse_non_string_keys(raw)
+        try:
+            return _ADAPTER.validate_python(dict(raw))
+        except ValidationError as e:
+            raise ParamsError(_message(e.errors()[0], raw)) from None
+
+
+def _refuse_non_string_keys(raw: Mapping[Any, Any]) -> None:
+    # YAML reads a key like `1:` as a number; pydantic would only say keys must be strings.
+    for k, v in raw.items():
+        if not isinstance(k, str):
+            raise ParamsError(f"{k!r}: unknown top-level key; allowed: "
+                              + ", ".join(_keys_of(None)))
+        if isinstance(v, Mapping) and _section_class(k) is not None:
+            for kk in v:
+                if not isinstance(kk, str):
+                    raise ParamsError(f"{k}.{kk!r}: unknown key; allowed keys in {k}: "
+                                      + ", ".join(_keys_of(k)))
+
+
+_ADAPTER = TypeAdapter(Params)
+_SECTIONS = {f.name: f.type for f in fields(Params)}
+
+
+def schema_keys() -> list[str]:
+    """Every key of params.yaml the schema declares, dotted (``train.steps``), in order; the
+    presets are named by their section (``presets``). The README's reference is checked
+    against it (tests/test_config.py)."""
+    out = []
+    for f in fields(Params):
+        cls = _section_class(f.name)
+        if cls is None or f.name == "presets":
+            out.append(f.name)
+        else:
+            out += [f"{f.name}.{g.name}" for g in fields(cls)]
+    return out
+
+
+def _section_class(name: str) -> type | None:
+    cls = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
+           "metrics": MetricsConfig, "phase": PhaseConfig, "render": RenderConfig,
+           "boundary": BoundaryConfig, "mlp_family": MLPFamilyConfig,
+           "circles": CirclesConfig}.get(name)
+    return cls
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before") or str(part).startswith(
+                ("function-", "tuple[", "union[", "literal[")):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _field_path(loc: tuple[Any, ...]) -> list[str]:
+    return [str(p) for p in loc if isinstance(p, str) and not p.startswith(
+        ("function-", "tuple[", "union[", "literal["))]
+
+
+def _allowed_text(loc: tuple[Any, ...], raw: Mapping[str, Any]) -> str | None:
+    """The ``allowed`` text declared for the field at ``loc`` (sections, presets walked)."""
+    path = _field_path(loc)
+    cls: Any = Params
+    info = None
+    i = 0
+    while i < len(path):
+        name = path[i]
+        if cls is Params and name == "presets":
+            cls, i = Preset, i + 2  # presets.<name>.<key>
+            continue
+        field_infos = getattr(cls, "__pydantic_fields__", {})
+        if name not in field_infos:
+            return None
+        info = field_infos[name]
+        nxt = _section_class(name) if cls is Params else None
+        if nxt is None:
+            break
+        cls, i = nxt, i + 1
+    if info is None:
+        return None
+    own = [m.json_schema_extra.get("allowed") for m in [info, *info.metadata]
+           if isinstance(getattr(m, "json_schema_extra", None), dict)]
+    inner = _inner_metadata(info.annotation)  # the elements' text, for a tuple
+    texts = [t for t in ((inner + own) if isinstance(loc[-1], int) else (own + inner)) if t]
+    if not texts:
+        return None
+    n_heads = raw.get("model", {}).get("n_heads") if isinstance(raw.get("model"), Mapping) \
+        else None
+    return str(texts[0]).replace("{n_heads}", str(n_heads))
+
+
+def _inner_metadata(annotation: Any) -> list[str]:
+    from typing import get_args
+
+    out: list[str] = []
+    for arg in get_args(annotation):
+        for m in getattr(arg, "__metadata__", ()):
+            extra = getattr(m, "json_schema_extra", None)
+            if isinstance(extra, dict) and "allowed" in extra:
+                out.append(extra["allowed"])
+        out += _inner_metadata(arg)
+    return out
+
+
+def _keys_of(section: str | None) -> list[str]:
+    if section is None:
+        return [f.name for f in fields(Params)]
+    if section == "presets":
+        return [f.name for f in fields(Preset)]
+    cls = _section_class(section)
+    return [f.name for f in fields(cls)] if cls else []
+
+
+def _raw_at(raw: Mapping[str, Any], path: list[str]) -> Any:
+    node: Any = raw
+    for part in path:
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _message(err: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
+    loc = tuple(err["loc"])
+    if not loc:  # a check of the whole file, which names its key itself
+        return str(err["msg"])
+    if isinstance(loc[-1], int) and not isinstance(_raw_at(raw, _field_path(loc)), list):
+        loc = loc[:-1]  # a scalar given for a grid axis: name the key itself
+    key = _dotted(loc)
+    kind = err["type"]
+    path = _field_path(loc)
+    section = None if len(path) <= 1 else ("presets" if path[0] == "presets" else path[0])
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        if section is None:
+            return (f"{key}: unknown top-level key; allowed: "
+                    + ", ".join(_keys_of(None)))
+        return (f"{key}: unknown key; allowed keys in {key.rsplit('.', 1)[0]}: "
+                + ", ".join(_keys_of(section)))
+    if kind == "missing":
+        if section is None:
+            if key in ("attn_rate", "width", "seed"):
+                return f"{key}: missing (a grid axis)"
+            return (f"{key}: missing or not a mapping; expected keys: "
+                    + ", ".join(_keys_of(key)))
+        extra = ("; scripts/preset.sh copies every one of " if section == "presets"
+                 else f"; allowed keys in {key.rsplit('.', 1)[0]}: ")
+        return f"{key}: missing{extra}" + ", ".join(_keys_of(section))
+    if kind in ("dataclass_type", "dataclass_args_type", "dict_type", "model_type"):
+        return (f"{key}: missing or not a mapping; expected keys: "
+                + ", ".join(_keys_of(path[-1] if path else None)))
+    if kind == "params":
+        msg = str(err["msg"])
+        if isinstance(err.get("input"), Mapping):
+            return msg  # a check of a whole section, which names its key itself
+        return f"{key} = {err.get('input')!r}: {msg}"
+    allowed = _allowed_text(loc, raw)
+    text = f"must be {allowed}" if allowed else str(err["msg"])
+    return f"{key} = {err.get('input')!r}: {text}"
 
 
 # What scripts/preset.sh copies, and where: preset key -> params key. Every preset gives every key.
 PRESET_TARGETS = {"attn_rate": "attn_rate", "width": "width", "seed": "seed",
                   "steps": "train.steps", "n_layers": "model.n_layers"}
 PRESET_KEYS = tuple(PRESET_TARGETS)
-
-
-def _check_presets(presets: object) -> None:
-    """Check the shape and ranges of each preset now, so a typo surfaces before it is used.
-
-    Checks that depend on other sections (a width that is a multiple of n_heads) are made when
-    the preset is applied, like any grid.
-    """
-    if not isinstance(presets, Mapping):
-        raise ParamsError("presets: must be a mapping of preset names to grids")
-    for name, preset in presets.items():
-        if not isinstance(preset, Mapping):
-            raise ParamsError(f"presets.{name}: must be a mapping with keys "
-                              + ", ".join(PRESET_KEYS))
-        unknown = sorted(set(preset) - set(PRESET_KEYS), key=str)
-        if unknown:
-            raise ParamsError(f"presets.{name}.{unknown[0]}: unknown key; allowed: "
-                              + ", ".join(PRESET_KEYS))
-        missing = [k for k in PRESET_KEYS if k not in preset]
-        if missing:
-            raise ParamsError(f"presets.{name}.{missing[0]}: missing; scripts/preset.sh copies "
-                              "every one of " + ", ".join(PRESET_KEYS))
-        key = f"presets.{name}"
-        _axis(f"{key}.n_layers", preset["n_layers"], _n_layers)
-        for i, a in enumerate(_as_list(f"{key}.attn_rate", preset.get("attn_rate", [0.0]),
-                                       scalar_ok=True)):
-            _float(f"{key}.attn_rate[{i}]", a, lo=0.0, hi=1.0, allowed="an attention rate in")
-        for axis in ("width", "seed"):
-            for i, v in enumerate(_as_list(f"{key}.{axis}", preset.get(axis, [1]),
-                                           scalar_ok=False)):
-                _int(f"{key}.{axis}[{i}]", v, lo=0 if axis == "seed" else 1,
-                     allowed="an integer >= 0" if axis == "seed" else "a positive integer")
-        _int(f"{key}.steps", preset.get("steps", 1), lo=1, allowed="an integer >= 1")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -617,3 +654,32 @@ def shape_groups(specs: list[RunSpec]) -> list[list[RunSpec]]:
     for spec in specs:
         groups.setdefault(spec.group_key, []).append(spec)
     return list(groups.values())
+
+
+_NO_ALLOWED_TEXT = {
+    "train.snapshots": "log, none, or a list of steps (integers >= 0)",
+    "render.clock_run_id": "null or a run id (12 hex digits)",
+    "render.pizza_run_id": "null or a run id (12 hex digits)",
+    "mlp_family.models": "a list of A, B, C, D, X ([] for none)",
+    "presets": "named grids: attn_rate, width, seed, steps, n_layers each",
+}
+
+
+def reference_table(raw: Mapping[str, Any]) -> str:
+    """The README's params reference, generated from the schema: every key with its value in
+    ``raw`` (params.yaml) and what the schema allows (``python -m clockpizza.io.params``)."""
+    rows = ["| key | default | allowed |", "|---|---|---|"]
+    for key in schema_keys():
+        value = _raw_at(raw, key.split("."))
+        shown = "…" if key == "presets" else json.dumps(value, ensure_ascii=False)
+        allowed = _NO_ALLOWED_TEXT.get(key) or _allowed_text(tuple(key.split(".")), raw) or ""
+        if key in ("width", "seed"):
+            allowed += " (a list: a DVC matrix axis)"
+        elif key == "attn_rate":
+            allowed += " (a value or a list)"
+        rows.append(f"| `{key}` | `{shown}` | {allowed} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference_table(yaml.safe_load(Path("params.yaml").read_text())), end="")

@@ -3,6 +3,7 @@ in memory-sized chunks, checkpointed, and written to the run store."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -81,6 +82,8 @@ def _train_and_write(params: Params, specs: list[RunSpec], dataset: pd.DataFrame
             del result  # free this chunk's weights before the next one
     for ckpt in ckpts:
         ckpt.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # only if empty: another instance may be training
+        checkpoints.rmdir()
     return paths
 
 
