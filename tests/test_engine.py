@@ -159,10 +159,10 @@ def test_flop_count_matches_a_hand_count() -> None:
 def test_benchmark_prints_one_json_line_and_updates_its_table(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(bench, "peak_matmul_tflops", lambda device: 1.0)
+    monkeypatch.setattr(bench, "peak_matmul_tflops", lambda device, seconds=1.0: 1.0)
     report = tmp_path / "benchmarks.md"
     args = ["--width", "8", "--n-models", "2", "--steps", "3", "--reference-steps", "2",
-            "--device", "cpu", "--json", "--report", str(report)]
+            "--device", "cpu", "--repeats", "2", "--json", "--report", str(report)]
     bench.main(args)
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"device", "d_model", "n_models", "steps", "model_steps_per_s",
@@ -171,6 +171,9 @@ def test_benchmark_prints_one_json_line_and_updates_its_table(
     assert out["device"] == "cpu" and out["d_model"] == 8 and out["n_models"] == 2
     assert out["model_steps_per_s"] > 0 and out["reference_model_steps_per_s"] > 0
     assert out["mfu"] == pytest.approx(out["achieved_tflops"] / 1.0, rel=1e-3)
+    assert out["repeats"] == 2 and out["threads"] >= 1 and "load_before" in out
+    lo, hi = out["model_steps_per_s_range"]
+    assert lo <= out["model_steps_per_s"] <= hi, "the median lies within the reported range"
     bench.main(args)
     bench.main(["--width", "12", *args[2:]])
     rows = [ln for ln in report.read_text().splitlines() if ln.startswith("| cpu")]
@@ -217,3 +220,25 @@ def test_runs_start_from_the_seeds_weights_unless_init_per_run() -> None:
     v = [mine.model.model_params(i)["embed.W_E"] for i in range(2)]
     assert torch.equal(w[0], w[1])  # one step at lr 0 (warm-up): still the initial weights
     assert not torch.equal(v[0], v[1])
+
+
+def test_the_cpu_allocator_setting_leaves_training_bit_identical(
+        data: SplitTensors, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Process-wide, and only where memory comes from: never a value.
+    import ctypes
+
+    from clockpizza.science import train
+    tune = train.tune_cpu_allocator
+    assert sys.platform != "linux" or train.tune_cpu_allocator(), "glibc takes the setting"
+    tuned = train_group(specs(steps=20, width=16), data, torch.device("cpu"), eval_every=5)
+    libc = ctypes.CDLL(None)
+    libc.mallopt(-4, 65536), libc.mallopt(-1, 128 * 1024)  # glibc's defaults again
+    try:
+        monkeypatch.setattr(train, "tune_cpu_allocator", lambda: False)
+        plain = train_group(specs(steps=20, width=16), data, torch.device("cpu"), eval_every=5)
+    finally:
+        tune.cache_clear()  # the next train_group sets it again
+    for name, value in tuned.model.state_dict().items():
+        assert torch.equal(value, plain.model.state_dict()[name]), name
+    for a, b in zip(tuned.history, plain.history, strict=True):
+        assert a.equals(b)
