@@ -43,7 +43,8 @@ HISTORY_COLUMNS = ("step", "train_loss", "test_loss", "train_acc", "test_acc")
 # was trained with). "compiled": forward and loss through torch.compile, which fuses the
 # elementwise chains; equal to float32 rounding, not bit for bit, so it must be a recorded
 # setting of the runs that use it (no params key yet: opt in through train_group). Measured on
-# the 2-core dev machine, 2 threads, width 32 x 8 models: 1.45x the eager step after ~12 s of
+# the 2-core dev machine, 2 threads, 8 models: 1.45x the eager step at width 32, 1.2x at 64,
+# 1.1-1.17x at 128, after 10-12 s of
 # compiling per shape. Falls back to eager where compiling fails (e.g. no C compiler).
 ENGINES = ("eager", "compiled")
 
