@@ -1,9 +1,10 @@
 """Benchmark: our vectorised trainer against a plain loop of the paper's procedure.
 
-    python -m clockpizza.tools.bench [--width 128] [--n-models N] [--steps 50] [--device auto]
-                                     [--json]
+    python -m clockpizza.tools.bench [--width 32 64 128] [--n-models N] [--steps 50]
+                                     [--repeats 5] [--threads T] [--device auto] [--json]
 
-The last line printed is one JSON object (see :func:`run_benchmark`). The result is also written
+Each width prints one JSON line (see :func:`run_benchmark`): medians over the repetitions, their
+ranges, and the load average before and after. The result is also written
 as a row of ``report/benchmarks.md`` (one row per device × width × models × precision, replaced
 when measured again). Speed goals are checked with this command, never with a timed test.
 
@@ -19,7 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,26 +184,68 @@ def default_n_models(device: torch.device) -> int:
 
 
 @dataclass(frozen=True)
+class Spread:
+    """Median and range of one quantity over the repetitions."""
+
+    median: float
+    lo: float
+    hi: float
+
+    @classmethod
+    def of(cls, xs: list[float]) -> Spread:
+        return cls(statistics.median(xs), min(xs), max(xs))
+
+    def cell(self, fmt: str, unit: str = "") -> str:
+        return (f"{self.median:{fmt}}{unit} ({self.lo:{fmt}}–{self.hi:{fmt}})")
+
+
+@dataclass(frozen=True)
 class BenchResult:
+    """Medians over ``repeats`` repetitions, each timing our trainer, the reference loop and the
+    peak matmul back to back (so a change of load hits all three); ``*_range`` are (min, max).
+    ``load_before``/``load_after`` are the 1-minute load averages around the whole measurement:
+    on a machine with other work running the numbers are depressed and noisy."""
+
     device: str
     d_model: int
     n_models: int
     steps: int
     precision: str
+    threads: int
+    repeats: int
     model_steps_per_s: float
     reference_model_steps_per_s: float
     speedup_vs_reference: float
     achieved_tflops: float
     peak_matmul_tflops: float
     mfu: float
+    model_steps_per_s_range: tuple[float, float]
+    speedup_range: tuple[float, float]
+    mfu_range: tuple[float, float]
+    load_before: float
+    load_after: float
+    n_cpus: int
 
     def as_dict(self) -> dict[str, object]:
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(self).items()}
+        def r(v: object) -> object:
+            if isinstance(v, float):
+                return round(v, 4)
+            return [r(x) for x in v] if isinstance(v, tuple) else v
+        return {k: r(v) for k, v in vars(self).items()}
+
+
+def load_average() -> float:
+    """The 1-minute load average (NaN where the OS has none)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return math.nan
 
 
 def run_benchmark(width: int = 128, n_models: int | None = None, steps: int = 50,
                   device: str = "auto", reference_steps: int | None = None,
-                  precision: str = "fp32") -> BenchResult:
+                  precision: str = "fp32", repeats: int = 5,
+                  peak_seconds: float = 1.0) -> BenchResult:
     dev = resolve_device(device)
     n_models = n_models or default_n_models(dev)
     reference_steps = reference_steps or max(5, steps // 5)
@@ -211,27 +256,39 @@ def run_benchmark(width: int = 128, n_models: int | None = None, steps: int = 50
                      lr=1e-3, weight_decay=2.0, beta1=0.9, beta2=0.98, eps=1e-8,
                      warmup_steps=10, precision=precision) for i in range(n_models)]
     cfg = model_config(specs[0])
+    flops = train_flops_per_model_step(cfg, len(data.y_train))
+    load_before = load_average()
     warm = [RunSpec(**{**vars(s), "steps": 3}) for s in specs]
     train_group(warm, data, dev, eval_every=steps)  # allocator, kernels, thread pools
-    _sync(dev)
-    t0 = time.perf_counter()
-    train_group(specs, data, dev, eval_every=max(steps // 10, 1))  # ends with a host read
-    ours = n_models * steps / (time.perf_counter() - t0)
-
-    reference_loop(cfg, specs[-1], data, 2, dev)  # warm-up
-    ref = reference_steps / reference_loop(cfg, specs[-1], data, reference_steps, dev)
-
-    flops = train_flops_per_model_step(cfg, len(data.y_train))
-    achieved = ours * flops / 1e12
-    peak = peak_matmul_tflops(dev)
+    reference_loop(cfg, specs[-1], data, 2, dev)
+    ours, ref, peak = [], [], []
+    for _ in range(repeats):
+        _sync(dev)
+        t0 = time.perf_counter()
+        train_group(specs, data, dev, eval_every=max(steps // 10, 1))  # ends with a host read
+        ours.append(n_models * steps / (time.perf_counter() - t0))
+        ref.append(reference_steps / reference_loop(cfg, specs[-1], data, reference_steps, dev))
+        peak.append(peak_matmul_tflops(dev, peak_seconds))
+    load_after = load_average()
+    speedup = [o / r for o, r in zip(ours, ref, strict=True)]
+    mfu = [o * flops / 1e12 / pk for o, pk in zip(ours, peak, strict=True)]
+    o, s, m = Spread.of(ours), Spread.of(speedup), Spread.of(mfu)
+    med_peak = statistics.median(peak)
     return BenchResult(device=describe_device(dev), d_model=width, n_models=n_models,
-                       steps=steps, precision=precision, model_steps_per_s=ours,
-                       reference_model_steps_per_s=ref, speedup_vs_reference=ours / ref,
-                       achieved_tflops=achieved, peak_matmul_tflops=peak, mfu=achieved / peak)
+                       steps=steps, precision=precision, threads=torch.get_num_threads(),
+                       repeats=repeats, model_steps_per_s=o.median,
+                       reference_model_steps_per_s=statistics.median(ref),
+                       speedup_vs_reference=s.median, achieved_tflops=o.median * flops / 1e12,
+                       peak_matmul_tflops=med_peak, mfu=m.median,
+                       model_steps_per_s_range=(o.lo, o.hi), speedup_range=(s.lo, s.hi),
+                       mfu_range=(m.lo, m.hi), load_before=load_before, load_after=load_after,
+                       n_cpus=os.cpu_count() or 0)
 
 
-_HEADER = ("| device | d_model | models | steps | precision | model-steps/s | reference | speedup "
-           "| achieved TFLOP/s | peak fp32 matmul TFLOP/s | mfu |")
+_HEADER = ("| device | d_model | models | steps | precision | threads | reps | model-steps/s "
+           "(min–max) | reference | speedup (min–max) | achieved TFLOP/s | peak fp32 matmul "
+           "TFLOP/s | mfu (min–max) | load before → after (cpus) |")
+_ACHIEVED = 10  # the column of achieved TFLOP/s, counted from 0
 
 
 def preset_estimates(params_path: Path = Path("params.yaml")) -> list[tuple[str, float]]:
@@ -240,35 +297,54 @@ def preset_estimates(params_path: Path = Path("params.yaml")) -> list[tuple[str,
     return [(name, preset_flops(preset) / 1e15) for name, preset in raw.get("presets", {}).items()]
 
 
+_ESTIMATES = "What the paper-scale presets cost"
+
+
 def update_report(result: BenchResult, path: Path = REPORT) -> None:
-    """Insert or replace this result's row in the benchmark table (keyed by its setting)."""
+    """Insert or replace this result's row in the benchmark table (keyed by its setting).
+
+    Sections other than the measurements and the preset estimates (e.g. the precision
+    comparison of :mod:`clockpizza.tools.precision`) are kept as they are.
+    """
     r = result
-    key = f"| {r.device} | {r.d_model} | {r.n_models} | {r.steps} | {r.precision} |"
-    row = (f"{key} {r.model_steps_per_s:.1f} | {r.reference_model_steps_per_s:.2f} | "
-           f"{r.speedup_vs_reference:.1f}× | {r.achieved_tflops:.3f} | "
-           f"{r.peak_matmul_tflops:.3f} | {r.mfu:.2f} |")
-    rows = []
+    key = f"| {r.device} | {r.d_model} | {r.n_models} | {r.steps} | {r.precision} | {r.threads} |"
+    o = Spread(r.model_steps_per_s, *r.model_steps_per_s_range)
+    s = Spread(r.speedup_vs_reference, *r.speedup_range)
+    m = Spread(r.mfu, *r.mfu_range)
+    row = (f"{key} {r.repeats} | {o.cell('.1f')} | {r.reference_model_steps_per_s:.2f} | "
+           f"{s.cell('.2f', '×')} | {r.achieved_tflops:.3f} | {r.peak_matmul_tflops:.3f} | "
+           f"{m.cell('.2f')} | {r.load_before:.2f} → {r.load_after:.2f} ({r.n_cpus}) |")
+    rows: list[str] = []
+    kept: list[str] = []
     if path.exists():
-        measured = path.read_text().split("\n## ")[0]  # the first table: the measurements
+        measured, *sections = path.read_text().split("\n## ")
+        n_cols = _HEADER.count("|")
         rows = [ln for ln in measured.splitlines()
-                if ln.startswith("| ") and not ln.startswith(("| device", "|---"))]
+                if ln.startswith("| ") and not ln.startswith(("| device", "|---"))
+                and ln.count("|") == n_cols]  # rows of an older layout are dropped
+        kept = ["## " + sec.rstrip() for sec in sections if not sec.startswith(_ESTIMATES)]
     rows = sorted([ln for ln in rows if not ln.startswith(key)] + [row],
                   key=lambda ln: [int(t) if t.isdigit() else t
-                                  for t in re.split(r"\s*\|\s*", ln)[1:5]])
+                                  for t in re.split(r"\s*\|\s*", ln)[1:7]])
     text = "\n".join([
         "# Training-speed benchmarks",
         "",
         "Written by `python -m clockpizza.tools.bench` (one row per device × width × models ×",
-        "steps × precision; a new measurement replaces its row). *reference* is the paper's",
-        "procedure, one model at a time with a host read every step; *mfu* is achieved model",
-        "FLOPs over a large fp32 matmul measured in the same run (counting in",
-        "`clockpizza/tools/bench.py`).",
+        "steps × precision × threads; a new measurement replaces its row). Each row is the median",
+        "of *reps* repetitions, the range in brackets; each repetition times our trainer, the",
+        "reference and the peak matmul back to back. *reference* is the paper's procedure, one",
+        "model at a time with a host read every step; *mfu* is achieved model FLOPs over a large",
+        "fp32 matmul measured in the same repetition (counting in `clockpizza/tools/bench.py`).",
+        "*load* is the 1-minute load average before and after, with the number of CPUs. It counts",
+        "the benchmark's own threads (and decays over a minute), so a quiet machine reads about",
+        "*threads* after; a load well above that means other work shared the machine and the",
+        "row is depressed and noisy (compare rows measured at the same load only).",
         "",
         _HEADER,
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         *rows,
         "",
-        "## What the paper-scale presets cost",
+        f"## {_ESTIMATES}",
         "",
         "Model FLOPs of each preset in `params.yaml` (same counting), and the wall time they",
         "would take at the achieved rate of each measured device (its best row). Widths other than",
@@ -276,6 +352,7 @@ def update_report(result: BenchResult, path: Path = REPORT) -> None:
         "",
         *_estimate_table(rows),
         "",
+        *[sec + "\n" for sec in kept],
     ])
     write_text(path, text)
 
@@ -284,7 +361,7 @@ def _estimate_table(rows: list[str]) -> list[str]:
     best: dict[str, float] = {}
     for ln in rows:
         cells = [c.strip() for c in ln.strip("|").split("|")]
-        best[cells[0]] = max(best.get(cells[0], 0.0), float(cells[8]))
+        best[cells[0]] = max(best.get(cells[0], 0.0), float(cells[_ACHIEVED]))
     try:
         presets = preset_estimates()
     except (OSError, yaml.YAMLError):
@@ -305,30 +382,39 @@ def _hours(seconds: float) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m clockpizza.tools.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--width", type=int, default=128, help="d_model (default 128)")
+    ap.add_argument("--width", type=int, nargs="+", default=[32, 64, 128],
+                    help="d_model, one row each (default 32 64 128)")
     ap.add_argument("--n-models", type=int, default=None,
                     help="models trained together (default: 8 on CPU, 128 on CUDA)")
     ap.add_argument("--steps", type=int, default=50, help="timed steps of our trainer")
     ap.add_argument("--reference-steps", type=int, default=None,
                     help="timed steps of the reference loop (default steps/5, at least 5)")
+    ap.add_argument("--repeats", type=int, default=5,
+                    help="repetitions; the median and range are reported (default 5)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch.set_num_threads (default: torch's, one per core)")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"))
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
     ap.add_argument("--report", type=Path, default=REPORT, help=f"table to update ({REPORT})")
     ap.add_argument("--no-report", action="store_true", help="do not update the table")
     args = ap.parse_args(argv)
-    if args.width < 4 or args.width % 4:
-        ap.error(f"--width {args.width}: must be a positive multiple of n_heads = 4")
-    if args.steps < 1 or (args.n_models is not None and args.n_models < 1):
-        ap.error("--steps and --n-models must be >= 1")
-    result = run_benchmark(args.width, args.n_models, args.steps, args.device,
-                           args.reference_steps, args.precision)
-    if not args.no_report:
-        update_report(result, args.report)
-    if not args.json:
-        for k, v in result.as_dict().items():
-            print(f"{k:>28}: {v}")
-    print(json.dumps(result.as_dict()))
+    for width in args.width:
+        if width < 4 or width % 4:
+            ap.error(f"--width {width}: must be a positive multiple of n_heads = 4")
+    if args.steps < 1 or args.repeats < 1 or (args.n_models is not None and args.n_models < 1):
+        ap.error("--steps, --repeats and --n-models must be >= 1")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    for width in args.width:
+        result = run_benchmark(width, args.n_models, args.steps, args.device,
+                               args.reference_steps, args.precision, args.repeats)
+        if not args.no_report:
+            update_report(result, args.report)
+        if not args.json:
+            for k, v in result.as_dict().items():
+                print(f"{k:>28}: {v}")
+        print(json.dumps(result.as_dict()), flush=True)
 
 
 if __name__ == "__main__":
