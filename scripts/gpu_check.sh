@@ -33,7 +33,8 @@ done
 
 # 2. Precision study: one smaller grid at the paper's length in each precision, against fp32.
 study=(--set 'width=[32,128]' --set 'seed=[0]'
-       --set 'attn_rate=[0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1]' --no-weights)
+       --set 'attn_rate=[0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1]' --set 'train.snapshots=none'
+       --no-weights)
 for prec in fp32 tf32 bf16; do
   log "precision study: $prec"
   python -m clockpizza.tools.paper_scale --preset fig1 --out "$out/study-$prec" "${dry[@]}" \
