@@ -97,7 +97,7 @@ def make_runs(*, alphas: Sequence[float] = ALPHAS, widths: Sequence[int] = (32, 
         gs_triples=100, gs_seed=42, init_per_run=False, split_per_run=False,
         # no snapshots in a constructed table (tests/test_dynamics.py trains real ones)
         phase_settle_step=-1, phase_switched=False, gs_settle_step=-1, di_settle_step=-1,
-        full_test_acc_step=-1, diverged=False,
+        full_test_acc_step=-1, diverged=False, diverged_step=-1,
     )
     # The text's variants, near the published ones (the correct-logit DI runs a little lower).
     df = df.assign(gradient_symmetricity_exact=df["gradient_symmetricity"],

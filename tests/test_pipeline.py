@@ -17,6 +17,7 @@ import yaml
 from clockpizza.figures import plots
 from clockpizza.figures.example_plots import example_figure
 from clockpizza.io.table import CIRCLES_SCHEMA, EXAMPLE_TABLES, RUNS_SCHEMA
+from clockpizza.results.paper_compare import read_published_runs
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -128,7 +129,9 @@ def test_figures_are_drawn_from_the_runs_table(repo: Path, tmp_path: Path) -> No
             assert (figs / f"{stem}.{ext}").stat().st_size > 1000
     # The committed PNG is exactly what the plotting function makes of the table ...
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    plots.save(plots.fixed_width(runs, params["render"]["fig1_width"]), tmp_path / "f1")
+    published = read_published_runs(repo / "paper/published_runs_fixed_width.csv")  # grey
+    plots.save(plots.fixed_width(runs, params["render"]["fig1_width"], published),
+               tmp_path / "f1")
     plots.save(plots.phase_diagram(runs), tmp_path / "f2")
     assert (tmp_path / "f1.png").read_bytes() == (figs / "fig1_fixed_width.png").read_bytes()
     assert (tmp_path / "f2.svg").read_bytes() == (figs / "fig2_phase_diagram.svg").read_bytes()
@@ -170,7 +173,8 @@ def test_circles_table_and_the_model_a_b_figures(repo: Path, tmp_path: Path) -> 
     assert chosen == {"clock": clock_id, "pizza": pizza_id}  # the default rule: α = 1 and 0
     assert len(examples["correct_logits"]) == 2 * 59 * 59
     figs = repo / "report/figures"
-    for role, stem in (("clock", "fig3_model_a_clock"), ("pizza", "fig3_model_b_pizza")):
+    # The authors' naming: Model A is the α = 0 pizza, Model B the α = 1 clock.
+    for role, stem in (("pizza", "fig3_model_a_pizza"), ("clock", "fig3_model_b_clock")):
         fig = example_figure(role, examples["embedding"], examples["correct_logits"],
                              examples["attention"], circles,
                              runs.set_index("run_id").loc[chosen[role]])
@@ -181,10 +185,13 @@ def test_circles_table_and_the_model_a_b_figures(repo: Path, tmp_path: Path) -> 
         xy = fig.axes[0].collections[0].get_offsets()
         assert list(xy[:, 0]) == emb[emb.pc == first.pc_a].sort_values("token").value.tolist()
     report = (repo / "report/README.md").read_text()
-    for stem in ("fig3_model_a_clock", "fig3_model_b_pizza"):
-        assert f"figures/{stem}.png" in report
-    assert f"### Model A: run `{clock_id}`" in report
-    assert f"### Model B: run `{pizza_id}`" in report
+    for stem in ("fig3_model_a_pizza", "fig3_model_b_clock", "fig3_paper_model_a_pizza",
+                 "fig3_paper_model_b_clock"):
+        assert f"figures/{stem}.png" in report and (figs / f"{stem}.png").is_file()
+    model_a = report[report.index("### Model A (pizza)"):report.index("### Model B (clock)")]
+    model_b = report[report.index("### Model B (clock)"):]
+    assert f"ours: `{pizza_id}`" in model_a and "`p99zdpze5l`" in model_a
+    assert f"ours: `{clock_id}`" in model_b and "`l8k1hzciux`" in model_b
 
 
 def test_rerun_is_a_no_op_and_growing_the_grid_trains_only_new_groups(repo: Path) -> None:

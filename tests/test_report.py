@@ -158,6 +158,18 @@ def test_report_without_a_boundary_or_main_runs_says_so(full: pd.DataFrame) -> N
     assert "### The fitted phase boundary" not in report
 
 
+def test_report_lists_the_runs_that_diverged(full: pd.DataFrame) -> None:
+    assert "diverged**" not in build_report(full, figure_paths(list(FIGURES)), 128)
+    bad = full.index[:2]
+    runs = full.copy()
+    runs.loc[bad, ["diverged", "diverged_step", "phase"]] = [True, 30, "non-circular"]
+    report = build_report(runs, figure_paths(list(FIGURES)), 128)
+    assert "**2 runs diverged**" in report
+    for r in runs.loc[bad].itertuples():
+        assert f"`{r.run_id}` (transformer, width {r.width}, seed {r.seed}" in report
+    assert report.count("from step 30") == 2
+
+
 def test_report_is_deterministic_and_dateless(full: pd.DataFrame) -> None:
     args = (full, figure_paths(list(FIGURES)), 128)
     a, b = build_report(*args, n_boot=20), build_report(*args, n_boot=20)

@@ -258,5 +258,7 @@ def test_a_diverging_run_is_flagged_and_does_not_break_the_table(tmp_path: Path)
     assert runs["diverged"].any()
     bad = runs[runs["diverged"]]
     assert (bad["phase"] == "non-circular").all()
+    assert bad["diverged_step"].between(0, 40).all()  # the step it blew up at, in the run
+    assert (runs.loc[~runs["diverged"], "diverged_step"] == -1).all()
     good = runs[~runs["diverged"]]
     assert good["gradient_symmetricity"].notna().all()

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -68,11 +68,16 @@ def _finite(weights: dict[str, torch.Tensor]) -> bool:
     return all(bool(torch.isfinite(w).all()) for w in weights.values())
 
 
-def _diverged(run_dir: Path) -> bool:
-    """The training loss ended non-finite, or above the loss the run started from."""
-    hist = pd.read_parquet(run_dir / HISTORY, columns=["train_loss"])["train_loss"]
-    last, first = float(hist.iloc[-1]), float(hist.iloc[0])
-    return not math.isfinite(last) or last > first
+def _diverged_step(run_dir: Path, finite: bool) -> int:
+    """The first recorded step at which the training loss is non-finite or above the loss the
+    run started from; -1 if it never is. Non-finite weights with a finite history (cannot
+    happen unless the last update broke them) count from the last step."""
+    hist = pd.read_parquet(run_dir / HISTORY, columns=["step", "train_loss"])
+    loss = hist["train_loss"].to_numpy()
+    bad = ~np.isfinite(loss) | (loss > loss[0])
+    if bad.any():
+        return int(hist["step"].to_numpy()[bad.argmax()])
+    return -1 if finite else int(hist["step"].iloc[-1])
 
 
 def _measure(params: Params, dataset: pd.DataFrame, device: torch.device,
@@ -145,11 +150,13 @@ def collect_tables(params: Params, runs_root: str | Path, dataset: pd.DataFrame,
         for i, (spec, run) in enumerate(zip(specs, stored, strict=True)):
             j = ok.index(i) if i in ok else None
             circ = circles[j] if j is not None else empty
-            diverged = j is None or _diverged(run.path)
+            diverged_step = _diverged_step(run.path, finite=j is not None)
+            diverged = diverged_step >= 0
             if diverged:
-                log.warning("run %s (%s, α = %s) diverged: its training loss ended non-finite or "
-                            "above where it started; labelled non-circular, diverged = true",
-                            spec.run_id, spec.group, spec.attn_rate)
+                log.warning("run %s (%s, α = %s) diverged at step %d: its training loss became "
+                            "non-finite or rose above where it started; labelled non-circular, "
+                            "diverged = true", spec.run_id, spec.group, spec.attn_rate,
+                            diverged_step)
             circle_frames.append(circ.assign(run_id=spec.run_id))
             rows.append({
                 "run_id": spec.run_id, "family": spec.family,
@@ -162,7 +169,7 @@ def collect_tables(params: Params, runs_root: str | Path, dataset: pd.DataFrame,
                 **{k: (v[j] if j is not None else float("nan")) for k, v in cols.items()},
                 **run_summary(circ),
                 "gs_triples": n_triples, "gs_seed": params.metrics.gs_seed if n_triples else -1,
-                "diverged": diverged,
+                "diverged": diverged, "diverged_step": diverged_step,
             })
     runs = pd.DataFrame(rows)
     runs["phase"] = classify(runs, params.phase)

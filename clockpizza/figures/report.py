@@ -239,9 +239,20 @@ def _run_context(runs: pd.DataFrame, main: pd.DataFrame) -> dict[str, Any]:
                                          "widths": _fmt_list(main["width"]),
                                          "seeds": _fmt_list(main["seed"])},
         "acc_mean": float(runs["test_acc"].mean()), "acc_min": float(runs["test_acc"].min()),
-        "phase_shares": ", ".join(f"{ph} {(runs['phase'] == ph).mean():.0%}" for ph in PHASES)
-        + ".",
+        "phase_shares": ", ".join(f"{ph} {(runs['phase'] == ph).mean():.0%}" for ph in PHASES),
+        "diverged": _diverged_runs(runs),
     }
+
+
+def _diverged_runs(runs: pd.DataFrame) -> list[dict[str, object]]:
+    """The runs whose training diverged (column ``diverged``), for the report to list."""
+    if "diverged" not in runs.columns:
+        return []
+    bad = runs[runs["diverged"]]
+    return [{"run_id": r.run_id, "family": r.family, "width": int(r.width), "seed": int(r.seed),
+             "alpha": None if pd.isna(r.attn_rate) else float(r.attn_rate),
+             "step": int(r.diverged_step) if "diverged_step" in runs.columns else -1}
+            for r in bad.itertuples()]
 
 
 def _headline_context(main: pd.DataFrame) -> dict[str, str] | None:

@@ -59,7 +59,8 @@ RUNS_SCHEMA = pa.schema([
     ("clock_circle_share", pa.float64()),  # share of the circles' variance in clock circles
     ("pizza_circle_share", pa.float64()),  # ... in pizza and accompanying circles
     ("phase", pa.string()),  # pizza / clock / non-circular (rule: clockpizza.results.phases)
-    ("diverged", pa.bool_()),  # training loss ended non-finite or above its start (non-circular)
+    ("diverged", pa.bool_()),  # training loss became non-finite or rose above its start
+    ("diverged_step", pa.int64()),  # first history step where it did; -1: it never did
     # training dynamics (metrics/dynamics.parquet; -1: the run kept no snapshots / never did)
     ("phase_settle_step", pa.int64()),  # first snapshot step from which the label is final
     ("phase_switched", pa.bool_()),  # pizza <-> clock on the way (non-circular does not count)
