@@ -42,6 +42,7 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 FVE_SOURCES = ("paper", "centred")  # circles.type_from (clockpizza.analysis.circles)
 SNAPSHOT_SCHEDULES = ("log", "none")
+BACKENDS = ("local", "ray")  # train.backend: where the grid's chunks train (never in a run id)
 
 
 class ParamsError(ValueError):
@@ -216,6 +217,23 @@ class TrainConfig:
                                                         le=1e6)]
     # "log", "none" or the steps themselves
     snapshots: Annotated[str | tuple[int, ...], BeforeValidator(_snapshots)]
+    # Where the chunks train: none of these enters a run id (the results are the same).
+    backend: Annotated[Literal["local", "ray"], _allowed("one of local, ray")]
+    ray_address: Annotated[str | None, _allowed("null (RAY_ADDRESS if set, else a local "
+                                                "cluster) or a Ray address, e.g. "
+                                                "ray://head:10001 or auto")]
+    ray_cpus_per_task: Annotated[StrictInt, _allowed("an integer >= 1", ge=1)]
+    ray_gpus_per_task: Annotated[StrictFloat | StrictInt,
+                                 _allowed("a number in [0.0, 64.0] (0: CPU tasks)", ge=0,
+                                          le=64)]
+
+    @model_validator(mode="after")
+    def _cuda_needs_gpus(self) -> TrainConfig:
+        if self.backend == "ray" and self.device == "cuda" and not self.ray_gpus_per_task:
+            raise _refuse("train.device = cuda with train.backend = ray: the tasks need "
+                          "GPUs; set train.ray_gpus_per_task > 0 (e.g. 1, or 0.25 for four "
+                          "chunks per GPU)")
+        return self
 
     @property
     def snapshot_steps(self) -> tuple[int, ...]:
