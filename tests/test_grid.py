@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import copy
+import json
 import os
 import signal
 import threading
@@ -202,3 +203,30 @@ def test_a_worker_killed_mid_task_is_retried_and_the_grid_is_the_same(
     assert killed, "no training worker was seen to kill"
     assert len(out.trained) == 5
     assert files(tmp_path / "ray") == files(tmp_path / "local")
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: `dvc exp run -S train.backend=ray` against the default backend
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_on_ray_gives_the_runs_table_of_the_local_backend(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    from tests.test_pipeline import copy_repo, run, set_params
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    tables = {}
+    for backend in ("local", "ray"):  # each in a fresh copy: no runs to reuse, no cache
+        repo = copy_repo(tmp_path / backend)
+        set_params(repo, attn_rate=[0.0, 1.0], width=[8, 12], seed=[0], train__steps=40,
+                   train__eval_every=20, train__snapshots=[0, 40])
+        run([*git, "commit", "-qam", "tiny"], repo)
+        # Up to the runs table (the figures' stages are not what differs).
+        cmd = ["dvc", "exp", "run", "metrics"]
+        out = run(cmd + (["-S", "train.backend=ray"] if backend == "ray" else []), repo)
+        assert "[train] 4 trained, 0 reused" in out.stdout, out.stdout
+        assert json.loads((repo / "metrics/train.json").read_text())["backend"] == backend
+        tables[backend] = pd.read_parquet(repo / "metrics/runs.parquet")
+    assert len(tables["local"]) == 4
+    # Every column bit for bit: run ids, final losses and accuracies, every metric.
+    pd.testing.assert_frame_equal(tables["ray"], tables["local"], check_exact=True)

@@ -133,7 +133,7 @@ Unit = Annotated[StrictFloat, _allowed("a number in [0.0, 1.0]", ge=0.0, le=1.0)
 
 
 def _axis(item: Any, text: str) -> Any:
-    """A transformer grid axis trained inside each train@<width>-<seed> instance: a value or a
+    """A transformer grid axis trained inside each (width, seed) group: a value or a
     non-empty list of distinct values."""
     return Annotated[tuple[item, ...], BeforeValidator(_scalar_or_list),
                      AfterValidator(_distinct), _allowed(text)]
@@ -619,7 +619,7 @@ def group_name(width: int, seed: int) -> str:
 
 
 def mlp_group_name(model: str, seed: int) -> str:
-    """Directory of one attention-free model (stage instance train_mlp@<model>-<seed>)."""
+    """Directory of one attention-free model (one group of the train stage)."""
     return f"mlp-{model}-s{seed}"
 
 
