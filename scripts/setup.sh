@@ -3,6 +3,7 @@
 #   bash scripts/setup.sh           the pipeline (dvc repro) and its command-line tools
 #   bash scripts/setup.sh --tests   also what the test suite needs: pytest, ruff and the optional
 #                                   TransformerLens extra (its interoperability test runs in CI)
+#                                   and the Ray extra (the train.backend: ray tests run in CI)
 #
 # torch: if one is already installed (for example a CUDA build on a GPU machine) it is kept.
 # Otherwise a GPU machine gets the default build and a machine without one the CPU build, so a
@@ -14,7 +15,7 @@ PY=${PYTHON:-python3}
 extras="dev"
 case "${1:-}" in
   "") ;;
-  --tests) extras="dev,tl" ;;
+  --tests) extras="dev,tl,ray" ;;
   *) echo "usage: bash scripts/setup.sh [--tests]" >&2; exit 2 ;;
 esac
 

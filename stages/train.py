@@ -1,39 +1,48 @@
-"""Stage train@<width>-<seed>: every transformer of one (width, seed), one batch per shape.
+"""Stage train: every run of the grid that is not already whole, on train.backend.
 
-A shape is one combination of model.n_layers × model.act × data.diff_vocab × data.eqn_sign; each
-trains all attention rates at once as one batched model.
+The transformers (one batch per shape: model.n_layers × model.act × data.diff_vocab ×
+data.eqn_sign, all attention rates at once) and the attention-free family, in memory-sized
+chunks, in this process (backend local) or as Ray tasks (backend ray). A run whose directory is
+already whole is reused, whatever list it came from; the count goes to metrics/train.json.
 """
-
-import argparse
 
 from tqdm import tqdm
 
 from clockpizza.io.cli import run_stage
-from clockpizza.io.params import ParamsError, group_specs, load_params
+from clockpizza.io.params import load_params
+from clockpizza.io.table import write_json
 from clockpizza.science.data import load_dataset
-from clockpizza.science.grid import train_and_save
+from clockpizza.science.grid import GridPlan, train_grid
 
-DATASET, RUNS = "data/dataset.parquet", "runs"
+DATASET, RUNS, REPORT = "data/dataset.parquet", "runs", "metrics/train.json"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--width", type=int, required=True)
-    ap.add_argument("--seed", type=int, required=True)
-    args = ap.parse_args()
     params = load_params()
-    if args.width not in params.width or args.seed not in params.seed:
-        raise ParamsError(f"--width {args.width} --seed {args.seed} is not in the grid "
-                          f"(width: {list(params.width)}, seed: {list(params.seed)})")
-    dataset = load_dataset(DATASET, params.data.p)
-    n_models, steps = len(group_specs(params, args.width, args.seed)), params.train.steps
-    with tqdm(total=n_models * steps, unit="model-step", unit_scale=True, smoothing=0.1,
-              desc=f"train w{args.width} s{args.seed} ({n_models} models)") as bar:
-        def progress(model_steps: int) -> None:
-            bar.update(model_steps - bar.n)
+    if params.train.backend == "ray":  # before any work: a missing Ray is one line
+        from clockpizza.science.distributed import require_ray
 
-        paths = train_and_save(params, args.width, args.seed, dataset, RUNS, progress)
-    print(f"[train] wrote {len(paths)} runs under {paths[0].parent}")
+        require_ray()
+    dataset = load_dataset(DATASET, params.data.p)
+    bar: list[tqdm] = []
+
+    def opened(plan: GridPlan) -> None:
+        print(f"[train] {plan.n_runs} runs to train in {len(plan.jobs)} chunks "
+              f"({params.train.backend}), {len(plan.reused)} already whole", flush=True)
+        bar.append(tqdm(total=plan.model_steps, unit="model-step", unit_scale=True,
+                        smoothing=0.1, desc=f"train {plan.n_runs} models"))
+
+    def progress(model_steps: int) -> None:
+        bar[0].update(model_steps - bar[0].n)
+
+    try:
+        out = train_grid(params, dataset, RUNS, on_plan=opened, on_progress=progress)
+    finally:
+        for b in bar:
+            b.close()
+    write_json(REPORT, {"trained": len(out.trained), "reused": len(out.reused),
+                        "backend": out.backend})
+    print(f"[train] {len(out.trained)} trained, {len(out.reused)} reused -> {RUNS}/")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""A `dvc repro` killed mid-way loses at most the group in flight, which resumes on rerun."""
+"""A `dvc repro` killed mid-way keeps every run written; the chunk in flight resumes on rerun."""
 
 from __future__ import annotations
 
@@ -23,11 +23,13 @@ def test_sigkill_mid_grid_then_rerun(tmp_path: Path) -> None:
                train__eval_every=100, train__checkpoint_minutes=0)
     proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=_env(repo), start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lock, ckpts = repo / "dvc.lock", repo / ".checkpoints"
+    ckpts = repo / ".checkpoints"
     deadline = time.monotonic() + 600
     try:
         while time.monotonic() < deadline:
-            first_done = lock.exists() and "train@8-0" in lock.read_text()
+            first_done = (repo / "runs" / "w8-s0").is_dir() and len(
+                [d for d in (repo / "runs" / "w8-s0").iterdir() if d.is_dir()
+                 and not d.name.endswith(".partial")]) == 2
             if first_done and ckpts.exists() and any(ckpts.glob("w12-s0-*.pt")):
                 break
             assert proc.poll() is None, f"dvc repro ended early:\n{proc.stdout.read()}"
@@ -39,8 +41,7 @@ def test_sigkill_mid_grid_then_rerun(tmp_path: Path) -> None:
         proc.wait()
 
     rerun = run(["dvc", "repro"], repo)
-    assert "Running stage 'train@8-0'" not in rerun.stdout  # finished group: kept
-    assert "Running stage 'train@12-0'" in rerun.stdout
+    assert "[train] 2 trained, 2 reused" in rerun.stdout  # the finished group's runs: kept
     assert "resumed 2 models from the checkpoint at step" in rerun.stderr + rerun.stdout
     runs = pd.read_parquet(repo / "metrics/runs.parquet")
     assert len(runs) == 4 and set(runs.width) == {8, 12}

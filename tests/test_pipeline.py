@@ -194,15 +194,15 @@ def test_circles_table_and_the_model_a_b_figures(repo: Path, tmp_path: Path) -> 
     assert f"ours: `{clock_id}`" in model_b and "`l8k1hzciux`" in model_b
 
 
-def test_rerun_is_a_no_op_and_growing_the_grid_trains_only_new_groups(repo: Path) -> None:
+def test_rerun_is_a_no_op_and_growing_the_grid_trains_only_new_runs(repo: Path) -> None:
     again = run(["dvc", "repro"], repo)
     assert "Running stage" not in again.stdout
     before = (repo / "metrics/runs.parquet").read_bytes()
     set_params(repo, width=[*SCIENCE["width"], 8])
     grown = run(["dvc", "repro"], repo)
-    w = SCIENCE["width"][0]
-    assert "Running stage 'train@8-0'" in grown.stdout
-    assert f"Running stage 'train@{w}-0'" not in grown.stdout
+    n = len(SCIENCE["attn_rate"])
+    assert f"[train] {n} trained, {n} reused" in grown.stdout  # the width-8 runs only
+    assert json.loads((repo / "metrics/train.json").read_text())["trained"] == n
     runs = pd.read_parquet(repo / "metrics/runs.parquet")
     assert len(runs) == 2 * len(SCIENCE["attn_rate"])
     # The old runs' rows are unchanged by the growth.
@@ -243,7 +243,7 @@ def test_bad_params_are_refused_before_training_and_results_stay_recoverable(
         (repo / "params.yaml").write_text(original)
     run(["dvc", "checkout", "--force"], repo)
     status = run(["dvc", "status"], repo).stdout
-    assert "train@" not in status and "dataset" not in status, status  # trained runs are back
+    assert "train" not in status and "dataset" not in status, status  # trained runs are back
 
 
 def test_exp_run_with_a_scalar_and_a_list_of_attention_rates(repo: Path) -> None:

@@ -42,6 +42,7 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 FVE_SOURCES = ("paper", "centred")  # circles.type_from (clockpizza.analysis.circles)
 SNAPSHOT_SCHEDULES = ("log", "none")
+BACKENDS = ("local", "ray")  # train.backend: where the grid's chunks train (never in a run id)
 
 
 class ParamsError(ValueError):
@@ -132,7 +133,7 @@ Unit = Annotated[StrictFloat, _allowed("a number in [0.0, 1.0]", ge=0.0, le=1.0)
 
 
 def _axis(item: Any, text: str) -> Any:
-    """A transformer grid axis trained inside each train@<width>-<seed> instance: a value or a
+    """A transformer grid axis trained inside each (width, seed) group: a value or a
     non-empty list of distinct values."""
     return Annotated[tuple[item, ...], BeforeValidator(_scalar_or_list),
                      AfterValidator(_distinct), _allowed(text)]
@@ -216,6 +217,23 @@ class TrainConfig:
                                                         le=1e6)]
     # "log", "none" or the steps themselves
     snapshots: Annotated[str | tuple[int, ...], BeforeValidator(_snapshots)]
+    # Where the chunks train: none of these enters a run id (the results are the same).
+    backend: Annotated[Literal["local", "ray"], _allowed("one of local, ray")]
+    ray_address: Annotated[str | None, _allowed("null (RAY_ADDRESS if set, else a local "
+                                                "cluster) or a Ray address, e.g. "
+                                                "ray://head:10001 or auto")]
+    ray_cpus_per_task: Annotated[StrictInt, _allowed("an integer >= 1", ge=1)]
+    ray_gpus_per_task: Annotated[StrictFloat | StrictInt,
+                                 _allowed("a number in [0.0, 64.0] (0: CPU tasks)", ge=0,
+                                          le=64)]
+
+    @model_validator(mode="after")
+    def _cuda_needs_gpus(self) -> TrainConfig:
+        if self.backend == "ray" and self.device == "cuda" and not self.ray_gpus_per_task:
+            raise _refuse("train.device = cuda with train.backend = ray: the tasks need "
+                          "GPUs; set train.ray_gpus_per_task > 0 (e.g. 1, or 0.25 for four "
+                          "chunks per GPU)")
+        return self
 
     @property
     def snapshot_steps(self) -> tuple[int, ...]:
@@ -601,7 +619,7 @@ def group_name(width: int, seed: int) -> str:
 
 
 def mlp_group_name(model: str, seed: int) -> str:
-    """Directory of one attention-free model (stage instance train_mlp@<model>-<seed>)."""
+    """Directory of one attention-free model (one group of the train stage)."""
     return f"mlp-{model}-s{seed}"
 
 

@@ -215,12 +215,15 @@ def free_memory(device: torch.device) -> int:
 
 
 def plan_chunks(n_models: int, cfg: ArchConfig, n_examples: int, device: torch.device,
-                max_models: int = 0) -> list[range]:
+                max_models: int = 0, memory_share: float = 1.0) -> list[range]:
     """Split a group into chunks that fit in half the free device memory.
 
     ``max_models`` > 0 caps the chunk size by hand. Chunks are near-equal in size.
+    ``memory_share``: the part of that memory one chunk may use when several train at once on
+    the device (the Ray backend: its share of the CPUs or of the GPU).
     """
-    fit = max(1, (free_memory(device) // 2) // bytes_per_model(cfg, n_examples))
+    budget = int(free_memory(device) * memory_share) // 2
+    fit = max(1, budget // bytes_per_model(cfg, n_examples))
     size = min(n_models, fit, max_models or n_models)
     n_chunks = math.ceil(n_models / size)
     bounds = [round(i * n_models / n_chunks) for i in range(n_chunks + 1)]
