@@ -79,8 +79,7 @@ def _grid_list(x: object) -> object:
     if isinstance(x, tuple):  # already validated (dataclasses.replace)
         return x
     if not isinstance(x, list):
-        raise _refuse(f"must be a list, e.g. [{x}] (it is a DVC matrix axis, and DVC cannot "
-                      "iterate over a scalar)")
+        raise _refuse(f"must be a list, e.g. [{x}] (a grid axis: every value is trained)")
     if not x:
         raise _refuse("the grid is empty; give at least one value")
     return x
@@ -175,8 +174,7 @@ class ModelConfig:
 
 def _models_list(x: object) -> object:
     if not isinstance(x, list | tuple):
-        raise _refuse(f"must be a list, e.g. [{x}] or [] for none (it is a DVC matrix axis, "
-                      "and DVC cannot iterate over a scalar)")
+        raise _refuse(f"must be a list, e.g. [{x}] or [] for none (a grid axis)")
     return x
 
 
@@ -692,7 +690,7 @@ def reference_table(raw: Mapping[str, Any]) -> str:
         shown = "…" if key == "presets" else json.dumps(value, ensure_ascii=False)
         allowed = _NO_ALLOWED_TEXT.get(key) or _allowed_text(tuple(key.split(".")), raw) or ""
         if key in ("width", "seed"):
-            allowed += " (a list: a DVC matrix axis)"
+            allowed += " (a list: a grid axis)"
         elif key == "attn_rate":
             allowed += " (a value or a list)"
         rows.append(f"| `{key}` | `{shown}` | {allowed} |")
