@@ -117,7 +117,7 @@ def draw_figures(runs: pd.DataFrame, *, fig1_width: int, n_boot: int,
 def load_timing(path: str | Path) -> dict[str, object] | None:
     """``metrics/timing.json`` if it exists, else None.
 
-    Expected shape (written by the metrics stage from what each train@ instance recorded)::
+    Expected shape (written by the metrics stage from what the train stage recorded per run)::
 
         {"total_wall_s": 612.4,
          "groups": [{"group": "w32-s0", "wall_s": 140.2, "n_models": 6, "steps": 2000,
@@ -459,8 +459,8 @@ def _compute_lines(runs: pd.DataFrame, timing: Mapping[str, object] | None) -> l
     lines = [f"- Hardware (the `device` column): {hw}; precision {_fmt_list(runs['precision'])}."]
     if timing is None:
         lines.append("- Wall time is not in the runs table and `metrics/timing.json` is absent; "
-                     "the progress bar of each `train@<width>-<seed>` stage in the `dvc repro` "
-                     "log shows its elapsed time.")
+                     "the progress bar of the `train` stage in the `dvc repro` log shows its "
+                     "elapsed time.")
         return lines
     total = float(timing["total_wall_s"])  # type: ignore[arg-type]
     lines.append(f"- Training wall time (`metrics/timing.json`): {_duration(total)} in total.")
