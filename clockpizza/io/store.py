@@ -24,7 +24,7 @@ import safetensors
 import torch
 from safetensors.torch import load_file, save_file
 
-from clockpizza.io.params import Params, group_name, instance_specs
+from clockpizza.io.params import Params, instance_specs
 from clockpizza.io.table import write_json
 
 WEIGHTS, CONFIG, HISTORY = "model.safetensors", "config.json", "history.parquet"
@@ -35,10 +35,6 @@ REQUIRED_CONFIG_KEYS = ("run_id", "attn_rate", "d_model", "n_layers", "n_heads",
 
 class RunError(RuntimeError):
     """A run directory that is missing, incomplete or corrupt; the message names the file."""
-
-
-def group_dir(runs_root: str | Path, width: int, seed: int) -> Path:
-    return Path(runs_root) / group_name(width, seed)
 
 
 def versions() -> dict[str, str]:
