@@ -38,6 +38,7 @@ from pydantic_core import PydanticCustomError
 ACTIVATIONS = ("relu", "gelu")
 MLP_MODELS = ("A", "B", "C", "D", "X")  # the attention-free family (SPEC.md appendix)
 TRANSFORMER = "transformer"  # RunSpec.family of the transformers; the MLP family uses its letter
+REFERENCE = "reference"  # RunSpec.engine of the autograd step (and of every run trained before "fast")
 PRECISIONS = ("fp32", "tf32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 FVE_SOURCES = ("paper", "centred")  # circles.type_from (clockpizza.analysis.circles)
@@ -208,6 +209,7 @@ class TrainConfig:
     warmup_steps: Annotated[StrictInt, _allowed("an integer >= 0", ge=0)]
     eval_every: Annotated[StrictInt, _allowed("an integer >= 1", ge=1)]
     precision: Annotated[Literal["fp32", "tf32", "bf16"], _allowed("one of fp32, tf32, bf16")]
+    engine: Annotated[Literal["fast", "reference"], _allowed("one of fast, reference")]
     device: Annotated[Literal["auto", "cpu", "cuda"], _allowed("one of auto, cpu, cuda")]
     max_models: Annotated[StrictInt, _allowed("an integer >= 0 (0 = as many as fit in memory)",
                                               ge=0)]
@@ -531,7 +533,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 # default grid does not).
 _HASHED_ONLY_IF_SET: dict[str, object] = {"diff_vocab": False, "eqn_sign": False,
                                           "family": TRANSFORMER, "init_per_run": False,
-                                          "split_per_run": False}
+                                          "split_per_run": False, "engine": REFERENCE}
 
 
 @dataclass(frozen=True)
@@ -565,6 +567,10 @@ class RunSpec:
     family: str = TRANSFORMER
     init_per_run: bool = False  # initial weights from the run's own id, not init_seed alone
     split_per_run: bool = False  # train/test split from the run's own id, not split_seed
+    # How the training step is computed: "reference" (autograd, op by op: every run before the
+    # fast step existed) or "fast" (clockpizza.science.fast: the same mathematics, equal to
+    # rounding, not bit for bit; so it is part of what defines a run, and of its id)
+    engine: str = REFERENCE
 
     @property
     def weights_seed(self) -> int:
@@ -607,6 +613,13 @@ class RunSpec:
         return mlp_group_name(self.family, self.init_seed)
 
 
+def fast_step_applies(n_layers: int, precision: str) -> bool:
+    """Where ``train.engine: fast`` has a fast step: one-layer transformers in fp32 or tf32
+    (what :func:`clockpizza.science.fast.supports` computes). Other runs train with the
+    reference step, and record ``engine: reference``."""
+    return n_layers == 1 and precision in ("fp32", "tf32")
+
+
 def _derived_seed(run_id: str, purpose: str) -> int:
     return int(hashlib.sha256(f"{run_id}:{purpose}".encode()).hexdigest()[:15], 16)
 
@@ -638,7 +651,9 @@ def group_specs(params: Params, width: int, seed: int) -> list[RunSpec]:
     m, d = params.model, params.data
     return [
         RunSpec(attn_rate=a, d_model=width, n_layers=n_layers, n_heads=m.n_heads, act=act,
-                init_seed=seed, diff_vocab=diff_vocab, eqn_sign=eqn_sign, **_training(params))
+                init_seed=seed, diff_vocab=diff_vocab, eqn_sign=eqn_sign, **_training(params),
+                engine=(params.train.engine
+                        if fast_step_applies(n_layers, params.train.precision) else REFERENCE))
         for n_layers, act, diff_vocab, eqn_sign in itertools.product(
             m.n_layers, m.act, d.diff_vocab, d.eqn_sign)
         for a in params.attn_rate

@@ -36,17 +36,19 @@ from clockpizza.science.architectures import (
     param_shapes,
 )
 from clockpizza.science.data import encode
-from clockpizza.science.model import TransformerConfig, cross_entropy64
+from clockpizza.science.fast import FastStep, supports
+from clockpizza.science.model import BatchedTransformer, TransformerConfig, cross_entropy64
 
 HISTORY_COLUMNS = ("step", "train_loss", "test_loss", "train_acc", "test_acc")
-# How the training step is computed. "eager": the reference, op by op (what every stored run
-# was trained with). "compiled": forward and loss through torch.compile, which fuses the
-# elementwise chains; equal to float32 rounding, not bit for bit, so it must be a recorded
-# setting of the runs that use it (no params key yet: opt in through train_group). Measured on
-# the 2-core dev machine, 2 threads, 8 models: 1.45x the eager step at width 32, 1.2x at 64,
-# 1.1-1.17x at 128, after 10-12 s of
-# compiling per shape. Falls back to eager where compiling fails (e.g. no C compiler).
-ENGINES = ("eager", "compiled")
+# How the training step is computed. "reference": autograd op by op (RunSpec.engine
+# "reference"). "fast": clockpizza.science.fast, the forward and backward by hand (RunSpec.engine
+# "fast"): equal to rounding, not bit for bit. "compiled": the reference forward and loss through
+# torch.compile, which fuses the elementwise chains; equal to rounding too, an opt-in through
+# train_group only (no params value): measured on the 2-core dev machine, 2 threads, 8 models,
+# 1.45x the reference step at width 32, 1.2x at 64, 1.1-1.17x at 128, after 10-12 s of
+# compiling per shape; falls back to the reference where compiling fails (no C compiler).
+ENGINES = ("reference", "fast", "compiled")
+FUSED_CPU = False
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -247,7 +249,7 @@ def train_group(
     checkpoint: Path | None = None,
     checkpoint_seconds: float = 300.0,
     snapshot_at: Sequence[int] = (),
-    engine: str = "eager",
+    engine: str | None = None,
 ) -> GroupResult:
     """Train the runs of one group together; returns the trained batch and per-run history.
 
@@ -258,12 +260,13 @@ def train_group(
     uninterrupted run (bit for bit on CPU). The caller deletes the checkpoint once the runs are
     safely written. ``snapshot_at``: steps at which the weights (after that many updates) are
     copied to the CPU into ``GroupResult.snapshots``; the only host transfers in the loop.
-    ``engine`` is one of :data:`ENGINES`.
+    ``engine`` is one of :data:`ENGINES`; ``None``: the runs' own (``RunSpec.engine``).
     """
-    if engine not in ENGINES:
-        raise ValueError(f"engine {engine!r}: must be one of {ENGINES}")
     _check_group(specs)
     s0 = specs[0]
+    engine = engine or s0.engine
+    if engine not in ENGINES:
+        raise ValueError(f"engine {engine!r}: must be one of {ENGINES}")
     if device.type == "cpu":
         tune_cpu_allocator()
     model = init_model(
@@ -271,7 +274,9 @@ def train_group(
     ).to(device)
     # One multi-tensor AdamW over the stacked weights: elementwise, so exactly per-model AdamW.
     # Fused on CUDA (its step counter stays on the device: no host read per step).
-    fused = device.type == "cuda"
+    # The fast step takes the fused AdamW on a CPU too (one kernel instead of ~10 per tensor;
+    # equal to the multi-tensor update to rounding).
+    fused = device.type == "cuda" or (engine == "fast" and FUSED_CPU)
     opt = torch.optim.AdamW(
         model.parameters(), lr=s0.lr, betas=(s0.beta1, s0.beta2), eps=s0.eps,
         weight_decay=s0.weight_decay, foreach=not fused, fused=fused,
@@ -314,6 +319,14 @@ def train_group(
         return logits, cross_entropy64(logits, y, mask)  # [M]
 
     forward_loss = _compiled(eager_step) if engine == "compiled" else eager_step
+    fast = None
+    if engine == "fast":
+        if not isinstance(model, BatchedTransformer) or not supports(model, s0.precision):
+            raise ValueError(f"engine fast: no fast step for {s0.family} runs with "
+                             f"n_layers = {s0.n_layers} and precision {s0.precision} "
+                             "(one-layer fp32/tf32 transformers only)")
+        weight = None if mask is None else mask.double() / mask.sum(dim=1, keepdim=True)
+        fast = FastStep(model, data.x_train, data.y_train, weight)
 
     last_save = time.monotonic()
     with precision_context(s0.precision, device):
@@ -323,12 +336,20 @@ def train_group(
                 _save_checkpoint(checkpoint, run_ids, step, row, model, opt, sched, history,
                                  snapshots)
                 last_save = time.monotonic()
-            logits, loss = forward_loss(data.x_train, data.y_train)
-            if step == record_at[row]:
-                record(row, logits.detach(), loss.detach())
-                row += 1
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()  # models share no parameters: each gets its own gradient
+            if fast is not None:
+                opt.zero_grad(set_to_none=True)
+                recording = step == record_at[row]
+                logits = fast(keep_logits=recording)  # writes every .grad
+                if logits is not None:  # the history's loss: the reference's float64 one
+                    record(row, logits, cross_entropy64(logits, data.y_train, mask))
+                    row += 1
+            else:
+                logits, loss = forward_loss(data.x_train, data.y_train)
+                if step == record_at[row]:
+                    record(row, logits.detach(), loss.detach())
+                    row += 1
+                opt.zero_grad(set_to_none=True)
+                loss.sum().backward()  # models share no parameters: each its own gradient
             opt.step()
             sched.step()
         with torch.no_grad():

@@ -1,7 +1,8 @@
 """Benchmark: our vectorised trainer against a plain loop of the paper's procedure.
 
     python -m clockpizza.tools.bench [--width 32 64 128] [--n-models N] [--steps 50]
-                                     [--repeats 5] [--threads T] [--device auto] [--json]
+                                     [--repeats 5] [--threads T] [--device auto]
+                                     [--engine fast] [--json]
 
 Each width prints one JSON line (see :func:`run_benchmark`): medians over the repetitions, their
 ranges, and the load average before and after. The result is also written
@@ -13,6 +14,11 @@ training step needs, times 2, times 3 for forward + backward (backward ≈ 2 × 
 training example, per model (:func:`train_flops_per_model_step`). Attention-score and softmax
 arithmetic, the loss and the optimizer are left out: they are O(n_ctx²·d) or O(params) per
 example, under 2 % of the total at width ≥ 32.
+
+*mfu* counts those model FLOPs whatever the engine. The fast step (``--engine fast``,
+:mod:`clockpizza.science.fast`) performs fewer: it computes keys, values and queries once per
+(position, token) instead of once per example. *hfu* counts the FLOPs the measured engine
+performs (:func:`performed_flops_per_model_step`), so hfu ≤ 1 always and mfu can exceed it.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from clockpizza.io.params import RunSpec
+from clockpizza.io.params import REFERENCE, RunSpec, fast_step_applies
 from clockpizza.io.table import write_text
 from clockpizza.science.data import make_dataset
 from clockpizza.science.model import TransformerConfig, cross_entropy64
@@ -45,6 +51,7 @@ from clockpizza.science.train import (
 )
 
 REPORT = Path("report/benchmarks.md")
+EVAL_EVERY = 100  # params.yaml's train.eval_every: the history is recorded at 0 and every 100
 
 
 def forward_macs_per_example(cfg: TransformerConfig) -> int:
@@ -63,6 +70,22 @@ def forward_macs_per_example(cfg: TransformerConfig) -> int:
 def train_flops_per_model_step(cfg: TransformerConfig, n_train: int) -> int:
     """FLOPs of one full-batch training step of one model: 2 · 3 · MACs · examples."""
     return 6 * forward_macs_per_example(cfg) * n_train
+
+
+def performed_flops_per_model_step(cfg: TransformerConfig, n_train: int, engine: str) -> int:
+    """FLOPs the engine's step performs for one model (2 · 3 · MACs, as above).
+
+    The reference (and the compiled reference) perform the model FLOPs. The fast step, one block
+    only, performs per example the attention output projection, the MLP and the unembedding, and
+    once per step the token tables: keys and values of ``n_ctx · d_vocab`` rows, queries of
+    ``d_vocab`` rows and the scores of every (last token, token) pair.
+    """
+    if engine != "fast":
+        return train_flops_per_model_step(cfg, n_train)
+    d, n, v = cfg.d_model, cfg.n_ctx, cfg.d_vocab
+    per_example = d * d + 2 * d * cfg.d_mlp + d * v
+    tables = n * v * 2 * d * d + v * d * d + v * n * v * d
+    return 6 * (per_example * n_train + tables)
 
 
 def peak_matmul_tflops(device: torch.device, seconds: float = 1.0) -> float:
@@ -211,6 +234,7 @@ class BenchResult:
     n_models: int
     steps: int
     precision: str
+    engine: str
     threads: int
     repeats: int
     model_steps_per_s: float
@@ -219,6 +243,7 @@ class BenchResult:
     achieved_tflops: float
     peak_matmul_tflops: float
     mfu: float
+    hfu: float
     model_steps_per_s_range: tuple[float, float]
     speedup_range: tuple[float, float]
     mfu_range: tuple[float, float]
@@ -245,18 +270,22 @@ def load_average() -> float:
 def run_benchmark(width: int = 128, n_models: int | None = None, steps: int = 50,
                   device: str = "auto", reference_steps: int | None = None,
                   precision: str = "fp32", repeats: int = 5,
-                  peak_seconds: float = 1.0) -> BenchResult:
+                  peak_seconds: float = 1.0, engine: str = "fast") -> BenchResult:
     dev = resolve_device(device)
     n_models = n_models or default_n_models(dev)
     reference_steps = reference_steps or max(5, steps // 5)
+    if engine == "fast" and not fast_step_applies(1, precision):
+        engine = REFERENCE  # what train.engine: fast trains such runs with
     p = 59
     data = SplitTensors.from_table(make_dataset(p, 0.8, 0), p, dev)
     specs = [RunSpec(attn_rate=i / max(n_models - 1, 1), d_model=width, n_layers=1, n_heads=4,
                      act="relu", p=p, train_frac=0.8, split_seed=0, init_seed=0, steps=steps,
                      lr=1e-3, weight_decay=2.0, beta1=0.9, beta2=0.98, eps=1e-8,
-                     warmup_steps=10, precision=precision) for i in range(n_models)]
+                     warmup_steps=10, precision=precision, engine=engine)
+             for i in range(n_models)]
     cfg = model_config(specs[0])
     flops = train_flops_per_model_step(cfg, len(data.y_train))
+    performed = performed_flops_per_model_step(cfg, len(data.y_train), engine)
     load_before = load_average()
     warm = [RunSpec(**{**vars(s), "steps": 3}) for s in specs]
     train_group(warm, data, dev, eval_every=steps)  # allocator, kernels, thread pools
@@ -265,7 +294,8 @@ def run_benchmark(width: int = 128, n_models: int | None = None, steps: int = 50
     for _ in range(repeats):
         _sync(dev)
         t0 = time.perf_counter()
-        train_group(specs, data, dev, eval_every=max(steps // 10, 1))  # ends with a host read
+        # evaluated as the pipeline's default evaluates (eval_every 100); ends with a host read
+        train_group(specs, data, dev, eval_every=EVAL_EVERY)
         ours.append(n_models * steps / (time.perf_counter() - t0))
         ref.append(reference_steps / reference_loop(cfg, specs[-1], data, reference_steps, dev))
         peak.append(peak_matmul_tflops(dev, peak_seconds))
@@ -275,20 +305,22 @@ def run_benchmark(width: int = 128, n_models: int | None = None, steps: int = 50
     o, s, m = Spread.of(ours), Spread.of(speedup), Spread.of(mfu)
     med_peak = statistics.median(peak)
     return BenchResult(device=describe_device(dev), d_model=width, n_models=n_models,
-                       steps=steps, precision=precision, threads=torch.get_num_threads(),
+                       steps=steps, precision=precision, engine=engine,
+                       threads=torch.get_num_threads(),
                        repeats=repeats, model_steps_per_s=o.median,
                        reference_model_steps_per_s=statistics.median(ref),
                        speedup_vs_reference=s.median, achieved_tflops=o.median * flops / 1e12,
                        peak_matmul_tflops=med_peak, mfu=m.median,
+                       hfu=m.median * performed / flops,
                        model_steps_per_s_range=(o.lo, o.hi), speedup_range=(s.lo, s.hi),
                        mfu_range=(m.lo, m.hi), load_before=load_before, load_after=load_after,
                        n_cpus=os.cpu_count() or 0)
 
 
-_HEADER = ("| device | d_model | models | steps | precision | threads | reps | model-steps/s "
-           "(min–max) | reference | speedup (min–max) | achieved TFLOP/s | peak fp32 matmul "
-           "TFLOP/s | mfu (min–max) | load before → after (cpus) |")
-_ACHIEVED = 10  # the column of achieved TFLOP/s, counted from 0
+_HEADER = ("| device | d_model | models | steps | precision | engine | threads | reps | "
+           "model-steps/s (min–max) | reference | speedup (min–max) | achieved TFLOP/s | peak "
+           "fp32 matmul TFLOP/s | mfu (min–max) | hfu | load before → after (cpus) |")
+_ACHIEVED = 11  # the column of achieved TFLOP/s, counted from 0
 
 
 def preset_estimates(params_path: Path = Path("params.yaml")) -> list[tuple[str, float]]:
@@ -307,13 +339,15 @@ def update_report(result: BenchResult, path: Path = REPORT) -> None:
     comparison of :mod:`clockpizza.tools.precision`) are kept as they are.
     """
     r = result
-    key = f"| {r.device} | {r.d_model} | {r.n_models} | {r.steps} | {r.precision} | {r.threads} |"
+    key = (f"| {r.device} | {r.d_model} | {r.n_models} | {r.steps} | {r.precision} | "
+           f"{r.engine} | {r.threads} |")
     o = Spread(r.model_steps_per_s, *r.model_steps_per_s_range)
     s = Spread(r.speedup_vs_reference, *r.speedup_range)
     m = Spread(r.mfu, *r.mfu_range)
     row = (f"{key} {r.repeats} | {o.cell('.1f')} | {r.reference_model_steps_per_s:.2f} | "
            f"{s.cell('.2f', '×')} | {r.achieved_tflops:.3f} | {r.peak_matmul_tflops:.3f} | "
-           f"{m.cell('.2f')} | {r.load_before:.2f} → {r.load_after:.2f} ({r.n_cpus}) |")
+           f"{m.cell('.2f')} | {r.hfu:.2f} | {r.load_before:.2f} → {r.load_after:.2f} "
+           f"({r.n_cpus}) |")
     rows: list[str] = []
     kept: list[str] = []
     if path.exists():
@@ -325,16 +359,20 @@ def update_report(result: BenchResult, path: Path = REPORT) -> None:
         kept = ["## " + sec.rstrip() for sec in sections if not sec.startswith(_ESTIMATES)]
     rows = sorted([ln for ln in rows if not ln.startswith(key)] + [row],
                   key=lambda ln: [int(t) if t.isdigit() else t
-                                  for t in re.split(r"\s*\|\s*", ln)[1:7]])
+                                  for t in re.split(r"\s*\|\s*", ln)[1:8]])
     text = "\n".join([
         "# Training-speed benchmarks",
         "",
         "Written by `python -m clockpizza.tools.bench` (one row per device × width × models ×",
-        "steps × precision × threads; a new measurement replaces its row). Each row is the median",
+        "steps × precision × engine × threads; a new measurement replaces its row). Each row is",
+        "the median",
         "of *reps* repetitions, the range in brackets; each repetition times our trainer, the",
         "reference and the peak matmul back to back. *reference* is the paper's procedure, one",
         "model at a time with a host read every step; *mfu* is achieved model FLOPs over a large",
         "fp32 matmul measured in the same repetition (counting in `clockpizza/tools/bench.py`).",
+        "*engine* is `train.engine`: the fast step performs fewer FLOPs than the model's (its",
+        "keys, values and queries once per token, not per example), so its mfu can pass 1;",
+        "*hfu* counts the FLOPs it performs.",
         "*load* is the 1-minute load average before and after, with the number of CPUs. It counts",
         "the benchmark's own threads (and decays over a minute), so a quiet machine reads about",
         "*threads* after; a load well above that means other work shared the machine and the",
@@ -395,6 +433,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="torch.set_num_threads (default: torch's, one per core)")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"))
+    ap.add_argument("--engine", default="fast", choices=("fast", "reference", "compiled"),
+                    help="the training step measured (train.engine; default fast)")
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
     ap.add_argument("--report", type=Path, default=REPORT, help=f"table to update ({REPORT})")
     ap.add_argument("--no-report", action="store_true", help="do not update the table")
@@ -408,7 +448,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     for width in args.width:
         result = run_benchmark(width, args.n_models, args.steps, args.device,
-                               args.reference_steps, args.precision, args.repeats)
+                               args.reference_steps, args.precision, args.repeats,
+                               engine=args.engine)
         if not args.no_report:
             update_report(result, args.report)
         if not args.json:
