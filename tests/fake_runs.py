@@ -87,7 +87,7 @@ def make_runs(*, alphas: Sequence[float] = ALPHAS, widths: Sequence[int] = (32, 
     n = len(df)
     df = df.assign(
         run_id=[f"{i:012x}" for i in range(n)], n_heads=4, act="relu", p=59, split_seed=0,
-        steps=steps, precision="fp32", device=device,
+        steps=steps, precision="fp32", engine="fast", device=device,
         train_loss=1e-3 * rng.random(n), test_loss=2e-3 * rng.random(n), train_acc=1.0,
         test_acc=1.0 - 0.001 * rng.random(n), param_norm=20.0 + rng.random(n),
         # Circle evidence left undecided (no typed majority), so GS/DI set the planted phase.

@@ -167,7 +167,8 @@ def test_the_cross_entropy_gradient_holds_for_confident_models() -> None:
     # label's tiny one included, so never worse than the float64 one to float32 rounding. (A
     # probability e^-40 carries the rounding of the float32 difference of two logits, 40·6e-8;
     # measured: 2e-6 at most.)
-    got = _cross_entropy_grad(logits.clone(), labels, weight).double()
+    flat = ((torch.arange(3).view(3, 1) * n + torch.arange(n)) * P + labels).reshape(-1)
+    got = _cross_entropy_grad(logits.clone(), flat, weight).double()
     assert ((got - truth).abs() <= 5e-6 * truth.abs()).all()
     # the plain float32 computation loses the label's entry (0 where it is −1e-9 ... −1e-17):
     # what the float64 loss is there to prevent, and what the assertion above would catch

@@ -34,6 +34,7 @@ RUNS_SCHEMA = pa.schema([
     ("split_per_run", pa.bool_()),  # train/test split seeded from the run id, not split_seed
     ("steps", pa.int64()),
     ("precision", pa.string()),
+    ("engine", pa.string()),  # train.engine that trained it: "fast" or "reference"
     ("device", pa.string()),
     # results
     ("train_loss", pa.float64()),

@@ -26,6 +26,7 @@ kind, fp32 or tf32. Other runs use the reference step (:func:`supports`).
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -53,7 +54,7 @@ def default_chunk(model: BatchedTransformer, n_examples: int, device: torch.devi
 
 
 class FastStep:
-    """Gradients (and, when asked, the losses) of a batch of one-layer transformers.
+    """The gradients (and, when asked, the logits) of a batch of one-layer transformers.
 
     ``tokens [N, n_ctx]`` and ``labels [N]`` are the training examples, shared by every model;
     ``weight [M, N]`` (or ``None``: ``1/N`` each) is each example's weight in each model's
@@ -80,10 +81,15 @@ class FastStep:
         dtype = model.unembed.W_U.dtype
         w = (torch.full((model.n_models, n), 1.0 / n, dtype=dtype, device=device)
              if weight is None else weight.to(dtype))
+        m = model.n_models
+        models = torch.arange(m, device=device).view(m, 1)
         self.chunks = [
             (value_rows[lo * k:hi * k], score_rows[lo * k:hi * k], tokens[lo:hi, -1],
-             labels[lo:hi], w[:, lo:hi, None])
-            for lo, hi in ((lo, min(lo + chunk, n)) for lo in range(0, n, chunk))
+             # each (model, example)'s label in the flattened [M, C, V] logits
+             ((models * (hi - lo) + torch.arange(hi - lo, device=device)) * v
+              + labels[lo:hi]).reshape(-1),
+             w[:, lo:hi, None])
+            for lo, hi in itertools.pairwise([*range(0, n, chunk), n])
         ]
 
     # ---------------------------------------------------------------------------------------
@@ -134,7 +140,7 @@ class FastStep:
             kept = []
             for i, (v_rows, s_rows, last, labels, wt) in enumerate(self.chunks):
                 beta = 1.0 if i else 0.0  # the first chunk overwrites the weight gradients
-                c = len(labels)
+                c = len(last)
                 # forward. Attention over the n_ctx positions from the tables, [C, n_ctx, M, h]
                 a = st.index_select(0, s_rows).view(c, k, m, h).softmax(dim=1)
                 pat = a * rate + (1 - rate)  # the paper's α·softmax + (1 − α)
@@ -185,6 +191,9 @@ class FastStep:
 def _cross_entropy_grad(logits: Tensor, labels: Tensor, weight: Tensor) -> Tensor:
     """d/dlogits of ``Σ_b weight[b] · CE(logits[b], label[b])``: ``weight · (softmax − onehot)``.
 
+    ``logits [M, C, V]`` (overwritten), ``labels``: the label's index in ``logits.view(-1)`` for
+    each (model, example), ``[M·C]``; ``weight [M, C, 1]``.
+
     SPEC.md computes the loss in float64 because in float32 ``1 − p_label`` of a confident
     model rounds to a multiple of ~6e-8 (its loss to ~1.2e-7). This gradient never forms
     ``1 − p_label``: the label's entry is minus the sum of the other classes' probabilities,
@@ -193,7 +202,7 @@ def _cross_entropy_grad(logits: Tensor, labels: Tensor, weight: Tensor) -> Tenso
     included), at a quarter of the cost on a CPU. The *reported* losses are still float64.
     """
     g = logits.softmax(dim=-1)
-    idx = labels.view(1, -1, 1).expand(g.shape[0], -1, 1)
-    g.scatter_(-1, idx, 0.0)
-    g.scatter_(-1, idx, g.sum(dim=-1, keepdim=True).neg_())
+    flat = g.view(-1)
+    flat[labels] = 0.0
+    flat[labels] = g.sum(dim=-1).view(-1).neg_()
     return g.mul_(weight)
