@@ -615,8 +615,8 @@ class RunSpec:
 
 def fast_step_applies(n_layers: int, precision: str) -> bool:
     """Where ``train.engine: fast`` has a fast step: one-layer transformers in fp32 or tf32
-    (what :func:`clockpizza.science.fast.supports` computes). Other runs train with the
-    reference step, and record ``engine: reference``."""
+    (the one rule; :func:`clockpizza.science.fast.supports` applies it to a model). Other runs
+    train with the reference step, and record ``engine: reference``."""
     return n_layers == 1 and precision in ("fp32", "tf32")
 
 

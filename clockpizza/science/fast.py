@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from clockpizza.io.params import fast_step_applies
 from clockpizza.science.model import BatchedTransformer
 
 # Examples per chunk on a CPU (at most; the batch is cut into near-equal chunks). Chosen by
@@ -42,8 +43,8 @@ CHUNK = 1400
 
 def supports(model: object, precision: str) -> bool:
     """Whether the fast step computes this model's training step (else: the reference)."""
-    return (isinstance(model, BatchedTransformer) and model.cfg.n_layers == 1
-            and precision in ("fp32", "tf32"))
+    return isinstance(model, BatchedTransformer) and fast_step_applies(model.cfg.n_layers,
+                                                                      precision)
 
 
 def default_chunk(model: BatchedTransformer, n_examples: int, device: torch.device) -> int:
