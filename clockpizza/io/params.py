@@ -38,7 +38,8 @@ from pydantic_core import PydanticCustomError
 ACTIVATIONS = ("relu", "gelu")
 MLP_MODELS = ("A", "B", "C", "D", "X")  # the attention-free family (SPEC.md appendix)
 TRANSFORMER = "transformer"  # RunSpec.family of the transformers; the MLP family uses its letter
-REFERENCE = "reference"  # RunSpec.engine of the autograd step (and of every run trained before "fast")
+# RunSpec.engine of the autograd step (and of every run trained before "fast" existed)
+REFERENCE = "reference"
 PRECISIONS = ("fp32", "tf32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 FVE_SOURCES = ("paper", "centred")  # circles.type_from (clockpizza.analysis.circles)

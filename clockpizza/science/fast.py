@@ -161,8 +161,10 @@ class FastStep:
                 g_wout.baddbmm_(hid.transpose(1, 2), g_r2, beta=beta)
                 g_bout += g_r2.sum(dim=1)
                 g_hid = torch.bmm(g_r2, w_out.transpose(1, 2))  # [M, C, 4d]
-                g_pre = (torch.ops.aten.gelu_backward(g_hid, pre) if gelu
-                         else torch.ops.aten.threshold_backward(g_hid, hid, 0.0))
+                # in place: g_hid is not needed again, and a fresh [M, C, 4d] costs a pass
+                g_pre = (torch.ops.aten.gelu_backward.grad_input(g_hid, pre, grad_input=g_hid)
+                         if gelu else torch.ops.aten.threshold_backward.grad_input(
+                             g_hid, hid, 0.0, grad_input=g_hid))
                 g_win.baddbmm_(r.transpose(1, 2), g_pre, beta=beta)
                 g_bin += g_pre.sum(dim=1)
                 g_r = torch.baddbmm(g_r2, g_pre, w_in.transpose(1, 2))  # [M, C, d]
