@@ -163,4 +163,12 @@ def test_the_figure_and_the_report_show_the_dynamics(trained) -> None:
     assert "## Training dynamics" in report
     assert "![training dynamics](figures/fig4_dynamics.png)" in report
     assert report.count("| 8 | ") >= 3  # a row per (width, α)
+    # and every run apart, with its GS and DI at the last snapshot steps (the seeds not averaged)
+    assert "### Each run's last snapshots" in report
+    dyn = tables.dynamics.merge(tables.runs[["run_id", "attn_rate"]], on="run_id")
+    for a, g in dyn.groupby("attn_rate"):
+        g = g.set_index("step").loc[STEPS]
+        gs = " / ".join(f"{x:.2f}" for x in g["gradient_symmetricity"])
+        assert f"| 8 | {a:g} | 0 | " in report
+        assert f" | {gs} | " in report, (a, gs)
     assert "## Training dynamics" not in build_report(tables.runs, {}, 128, n_boot=0)

@@ -511,7 +511,34 @@ def _dynamics_context(runs: pd.DataFrame, figures: Mapping[str, str],
                    "laptop default shows the trend but not the paper's end values (which "
                    f"are for {_n(PAPER_STEPS)} steps).")
     return {"path": figures[DYNAMICS], "last": last, "rows": rows, "verdict": verdict,
-            "n_switched": int(settle["phase_switched"].sum()), "n": len(settle)}
+            "n_switched": int(settle["phase_switched"].sum()), "n": len(settle),
+            **_per_run_snapshots(main, dynamics)}
+
+
+PER_RUN_MAX = 48  # runs listed one by one in the report's snapshot table (a laptop-sized grid)
+
+
+def _per_run_snapshots(main: pd.DataFrame, dynamics: pd.DataFrame) -> dict[str, Any]:
+    """GS and DI of every main run at its last four snapshot steps, one row per run, for a
+    grid small enough to list (``PER_RUN_MAX``); a mean over seeds hides that seeds differ."""
+    if len(main) > PER_RUN_MAX:
+        return {"per_run": [], "per_run_steps": []}
+    snaps = dynamics[dynamics["run_id"].isin(main["run_id"])]
+    steps = sorted(int(s) for s in snaps["step"].unique())[-4:]
+    gs = snaps.pivot_table(index="run_id", columns="step", values=GS)
+    di = snaps.pivot_table(index="run_id", columns="step", values=DI)
+    rows = []
+    for r in main.sort_values(["width", "attn_rate", "seed"]).itertuples():
+        if r.run_id not in gs.index:
+            continue
+        rows.append({"width": r.width, "alpha": r.attn_rate, "seed": r.seed, "phase": r.phase,
+                     "gs": " / ".join(_f2(gs.at[r.run_id, s]) for s in steps),
+                     "di": " / ".join(_f2(di.at[r.run_id, s]) for s in steps)})
+    return {"per_run": rows, "per_run_steps": " / ".join(_n(s) for s in steps)}
+
+
+def _f2(x: float) -> str:
+    return "n/a" if pd.isna(x) else f"{x:.2f}"
 
 
 # --------------------------------------------------------------------------------------------
