@@ -304,6 +304,8 @@ class Preset:
                     BeforeValidator(_grid_list)]
     steps: Annotated[StrictInt, _allowed("an integer >= 1", ge=1)]
     n_layers: _axis(Layers, "an integer from 1 to 4")  # type: ignore[valid-type]
+    init_per_run: Flag  # the paper's protocol: each run its own initial weights ...
+    split_per_run: Flag  # ... and its own train/test split
 
 
 Width = Annotated[StrictInt, _allowed("a positive multiple of model.n_heads = {n_heads}", ge=1)]
@@ -509,7 +511,8 @@ def _message(err: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
 
 # What scripts/preset.sh copies, and where: preset key -> params key. Every preset gives every key.
 PRESET_TARGETS = {"attn_rate": "attn_rate", "width": "width", "seed": "seed",
-                  "steps": "train.steps", "n_layers": "model.n_layers"}
+                  "steps": "train.steps", "n_layers": "model.n_layers",
+                  "init_per_run": "model.init_per_run", "split_per_run": "data.split_per_run"}
 PRESET_KEYS = tuple(PRESET_TARGETS)
 
 
@@ -693,7 +696,8 @@ _NO_ALLOWED_TEXT = {
     "render.clock_run_id": "null or a run id (12 hex digits)",
     "render.pizza_run_id": "null or a run id (12 hex digits)",
     "mlp_family.models": "a list of A, B, C, D, X ([] for none)",
-    "presets": "named grids: attn_rate, width, seed, steps, n_layers each",
+    "presets": "named grids: attn_rate, width, seed, steps, n_layers, init_per_run, "
+               "split_per_run each",
 }
 
 

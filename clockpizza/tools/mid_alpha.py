@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         chosen = paper_scale.preset_params(raw, "mid_alpha", CONDITIONS[name] + extra, False)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "params.yaml").write_text(yaml.safe_dump(chosen, sort_keys=False))
-        paper_scale.run(load_params(folder / "params.yaml"), folder, keep_weights=True)
+        paper_scale.run(load_params(folder / "params.yaml"), folder, folder / "runs",
+                        command=f"python -m clockpizza.tools.mid_alpha (condition {name})")
         frames.append(pd.read_parquet(folder / "runs.parquet").assign(condition=name))
     if args.control_runs:
         chosen = paper_scale.preset_params(raw, "mid_alpha", extra, False)

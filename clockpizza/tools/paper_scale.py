@@ -1,39 +1,50 @@
-"""A paper-scale grid end to end without DVC: train, measure, summarise and draw into one folder.
+"""A paper-scale grid without DVC: train it width by width, and after each width write its
+tables, with the provenance of every run, into one folder small enough for git.
 
-For machines that have a GPU but no DVC (and no network to install it): the stages' own code,
-called in the order of ``dvc.yaml``, on a preset of ``params.yaml`` with optional overrides::
+For long unattended runs (a CPU for hours, or a GPU machine without DVC or network)::
 
-    python -m clockpizza.tools.paper_scale --preset fig1 --out results/fig1
-    python -m clockpizza.tools.paper_scale --preset fig1 --out /tmp/dry --dry-run   # CPU, seconds
+    python -m clockpizza.tools.paper_scale --preset paper_cpu_narrow --out results/paper_cpu_narrow
+    python -m clockpizza.tools.paper_scale --preset fig1 --out results/fig1 --runs /scratch/fig1
+    python -m clockpizza.tools.paper_scale --preset fig1 --out /tmp/dry --dry-run   # seconds
 
-It writes into ``--out``: ``params.yaml`` (exactly what ran), ``dataset.parquet``, ``runs/``
-(unless ``--no-weights``), ``runs.parquet``, ``circles.parquet``, ``summary.json``,
-``timing.json``, ``meta.json`` (device, precision, wall time of each step) and
-``figures/*.png``. ``--dry-run`` shrinks the preset (two widths of 8 and 16, the ends and the
-middle of its α grid, one seed, 30 steps) to check the whole path on a CPU before spending
-device time.
+What it writes into ``--out`` (the shipped part: no weights):
+
+- ``params.yaml``: exactly the params that ran (the preset copied into the grid keys, then the
+  ``--set`` overrides), and ``command.txt``, the command line;
+- after each width: ``runs.parquet``, ``circles.parquet``, ``dynamics.parquet`` (the metrics
+  stage's tables, for every finished width), ``provenance.parquet`` (per run: device, CPU,
+  threads, engine, precision, the wall time of the chunk that trained it, the commit and torch
+  version of the process that trained it), ``summary.json`` (the metrics stage's summary, the
+  fitted boundary included) and ``meta.json`` (which widths are done, wall times).
+
+The weights go to ``--runs`` (default ``<out>/runs``, which a ``.gitignore`` written there keeps
+out of git). Run it again with the same arguments after a kill: whole runs are reused by run id,
+an interrupted chunk resumes from its checkpoint (``train.checkpoint_minutes``), and the tables
+are rewritten. ``--dry-run`` shrinks the preset (widths 8 and 16, the ends and the middle of its
+α grid, one seed, 30 steps) to check the whole path before spending machine time.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
-import shutil
+import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 import yaml
 from tqdm import tqdm
 
-from clockpizza.analysis.collect import collect_tables, collect_timing
-from clockpizza.figures.plots import save
-from clockpizza.figures.report import draw_figures
-from clockpizza.io.params import PRESET_TARGETS, Params, ParamsError, load_params
+from clockpizza.analysis.collect import collect_tables
+from clockpizza.io.params import PRESET_TARGETS, Params, ParamsError, group_specs, load_params
 from clockpizza.io.table import (
     CIRCLES_SCHEMA,
     DYNAMICS_SCHEMA,
@@ -41,14 +52,16 @@ from clockpizza.io.table import (
     write_parquet,
     write_runs_table,
     write_table,
+    write_text,
 )
 from clockpizza.results.phases import summarize
 from clockpizza.science.data import make_dataset
-from clockpizza.science.grid import train_and_save
+from clockpizza.science.grid import train_grid
 from clockpizza.science.train import describe_device, resolve_device
 
-# Where each preset key goes in params.yaml (dotted), e.g. steps -> train.steps.
-_TARGETS = PRESET_TARGETS
+PROVENANCE_COLUMNS = ("run_id", "width", "seed", "attn_rate", "device", "cpu", "threads",
+                      "engine", "precision", "steps", "chunk_wall_s", "chunk_models",
+                      "resumed_from", "commit", "torch", "trained_by")
 
 
 def _set(raw: dict[str, Any], dotted: str, value: object) -> None:
@@ -69,10 +82,13 @@ def preset_params(raw: dict[str, Any], preset: str, overrides: list[str],
     ``key=value`` overrides (YAML values) applied; ``dry_run`` shrinks the grid."""
     presets = raw.get("presets") or {}
     if preset not in presets:
-        raise ParamsError(f"--preset {preset!r}: allowed: {sorted(presets)}")
+        raise ParamsError(f"--preset {preset!r}: allowed: {', '.join(sorted(presets))}")
     out = json.loads(json.dumps(raw))  # a deep copy of plain YAML data
     for key, value in presets[preset].items():
-        _set(out, _TARGETS[key], value)
+        if key not in PRESET_TARGETS:
+            raise ParamsError(f"presets.{preset}.{key}: not a preset key; allowed: "
+                              f"{', '.join(PRESET_TARGETS)}")
+        _set(out, PRESET_TARGETS[key], value)
     if dry_run:
         rates = list(out["attn_rate"]) if isinstance(out["attn_rate"], list) else [out["attn_rate"]]
         out["attn_rate"] = sorted({rates[0], rates[len(rates) // 2], rates[-1]})
@@ -87,78 +103,156 @@ def preset_params(raw: dict[str, Any], preset: str, overrides: list[str],
     return out
 
 
-def run(params: Params, out: Path, *, keep_weights: bool = True,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train every (width, seed) group of ``params``, then measure and draw; returns meta."""
-    device = resolve_device(params.train.device)
-    walls: dict[str, float] = {}
-    t0 = time.perf_counter()
-    d = params.data
-    dataset = make_dataset(d.p, d.train_frac, d.split_seed)
-    write_parquet(out / "dataset.parquet", dataset)
-    runs_root = out / "runs"
-    groups = [(w, s) for w in params.width for s in params.seed]
-    n_models = len(params.attn_rate) * len(groups)
-    with tqdm(total=n_models * params.train.steps, unit="model-step", unit_scale=True,
-              desc=f"train {n_models} models on {describe_device(device)}") as bar:
-        for w, s in groups:
-            base = bar.n
+def git_commit(root: Path = Path()) -> str:
+    """The checkout's commit, ``+dirty`` when tracked files differ from it; ``unknown``
+    outside a git checkout (a copied tree on a GPU machine)."""
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True,
+                             capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                "--untracked-files=no"], check=True, capture_output=True,
+                               text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")
 
-            def progress(model_steps: int, base: int = base) -> None:
-                bar.update(base + model_steps - bar.n)
 
-            train_and_save(params, w, s, dataset, runs_root, progress,
-                           checkpoints=out / ".checkpoints")
-    walls["train_s"] = time.perf_counter() - t0
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), e.g. ``AMD EPYC``; the platform's otherwise."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
-    t1 = time.perf_counter()
-    tables = collect_tables(params, runs_root, dataset, device)
+
+def _provenance_rows(paths: list[Path], commit: str, trained_by: str) -> list[dict[str, Any]]:
+    rows = []
+    for path in paths:
+        config = json.loads((path / "config.json").read_text())
+        timing = config.get("timing") or {}
+        rows.append({
+            "run_id": config["run_id"], "width": config["d_model"], "seed": config["init_seed"],
+            "attn_rate": config["attn_rate"], "device": config["device"], "cpu": cpu_model(),
+            "threads": torch.get_num_threads(), "engine": config["engine"],
+            "precision": config["precision"], "steps": config["steps"],
+            "chunk_wall_s": timing.get("wall_s"), "chunk_models": timing.get("n_models"),
+            "resumed_from": timing.get("resumed_from", 0), "commit": commit,
+            "torch": torch.__version__, "trained_by": trained_by,
+        })
+    return rows
+
+
+def _merge_provenance(out: Path, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The provenance table with ``rows`` added (a run trained again replaces its row)."""
+    path = out / "provenance.parquet"
+    old = pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=PROVENANCE_COLUMNS)
+    new = pd.DataFrame(rows, columns=list(PROVENANCE_COLUMNS))
+    both = pd.concat([df for df in (old, new) if not df.empty] or [old], ignore_index=True)
+    both = both.drop_duplicates("run_id", keep="last")
+    return both.sort_values(["width", "seed", "attn_rate"], kind="stable").reset_index(drop=True)
+
+
+def measure(params: Params, widths: list[int], runs_root: Path, dataset: pd.DataFrame,
+            out: Path, device: torch.device) -> pd.DataFrame:
+    """The metrics stage's tables for the runs of ``widths``, written into ``out``."""
+    done = dataclasses.replace(params, width=tuple(widths))
+    tables = collect_tables(done, runs_root, dataset, device)
     write_runs_table(out / "runs.parquet", tables.runs)
     write_table(out / "circles.parquet", tables.circles, CIRCLES_SCHEMA)
     write_table(out / "dynamics.parquet", tables.dynamics, DYNAMICS_SCHEMA)
-    fit = {"n_boot": params.boundary.n_boot, "boot_seed": params.boundary.boot_seed}
-    write_json(out / "summary.json",
-               summarize(tables.runs, boundary_width=params.render.fig1_width, **fit))
-    write_json(out / "timing.json", collect_timing(params, runs_root))
-    walls["metrics_s"] = time.perf_counter() - t1
+    b = params.boundary
+    write_json(out / "summary.json", summarize(tables.runs, boundary_width=params.render.fig1_width,
+                                               n_boot=b.n_boot, boot_seed=b.boot_seed))
+    return tables.runs
 
-    t2 = time.perf_counter()
-    for stem, fig in draw_figures(tables.runs, fig1_width=params.render.fig1_width,
-                                  **fit).items():
-        save(fig, out / "figures" / stem)
-    walls["render_s"] = time.perf_counter() - t2
-    if not keep_weights:
-        shutil.rmtree(runs_root)
-    meta = {"device": describe_device(device), "precision": params.train.precision,
-            "n_models": n_models, "steps": params.train.steps,
-            "wall_s": {k: round(v, 2) for k, v in walls.items()},
-            "torch": torch.__version__, "python": platform.python_version()}
-    write_json(out / "meta.json", meta)
-    log(f"[paper_scale] {n_models} models, {walls['train_s']:.0f} s training on "
-        f"{meta['device']} -> {out}")
+
+def run(params: Params, out: Path, runs_root: Path, *, command: str,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train ``params``' grid width by width; after each, measure and write the tables."""
+    device = resolve_device(params.train.device)
+    d = params.data
+    dataset = make_dataset(d.p, d.train_frac, d.split_seed)
+    commit = git_commit()
+    meta_path = out / "meta.json"
+    meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta.update({"command": command, "preset_grid": {
+        "attn_rate": list(params.attn_rate), "width": list(params.width),
+        "seed": list(params.seed), "steps": params.train.steps}})
+    meta.setdefault("widths_done", [])
+    meta.setdefault("wall_s", {})
+    n_models = len(params.attn_rate) * len(params.width) * len(params.seed)
+    with tqdm(total=n_models * params.train.steps, unit="model-step", unit_scale=True,
+              desc=f"train {n_models} models on {describe_device(device)}") as bar:
+        for width in params.width:
+            t0 = time.perf_counter()
+            trained: list[Path] = []
+            for seed in params.seed:
+                base = bar.n
+
+                def progress(model_steps: int, base: int = base) -> None:
+                    bar.update(base + model_steps - bar.n)
+
+                specs = group_specs(params, width, seed)
+                outcome = train_grid(params, dataset, runs_root, specs, on_progress=progress,
+                                     checkpoints=runs_root / ".checkpoints")
+                trained += outcome.trained
+                bar.update(base + len(specs) * params.train.steps - bar.n)
+            train_s = time.perf_counter() - t0
+            prov = _merge_provenance(out, _provenance_rows(trained, commit, command))
+            t1 = time.perf_counter()
+            done = [w for w in params.width if w in {*meta["widths_done"], width}]
+            measure(params, done, runs_root, dataset, out, device)
+            write_parquet(out / "provenance.parquet", prov)
+            if trained:
+                meta["wall_s"][str(width)] = {"train_s": round(train_s, 1),
+                                              "measure_s": round(time.perf_counter() - t1, 1),
+                                              "runs_trained": len(trained)}
+            meta["widths_done"] = done
+            meta.update({"device": describe_device(device), "cpu": cpu_model(),
+                         "threads": torch.get_num_threads(), "commit_last": commit,
+                         "torch": torch.__version__, "python": platform.python_version()})
+            write_json(meta_path, meta)
+            log(f"[paper_scale] width {width}: {len(trained)} runs trained "
+                f"({train_s:.0f} s), tables of widths {done} in {out}")
     return meta
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", required=True, help="a key of presets in params.yaml")
-    ap.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    ap.add_argument("--out", required=True, type=Path, help="folder of the tables (created)")
+    ap.add_argument("--runs", type=Path, default=None,
+                    help="folder of the weights (default: <out>/runs, kept out of git)")
     ap.add_argument("--params", default="params.yaml", type=Path)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a params key after the preset, e.g. train.precision=tf32")
     ap.add_argument("--dry-run", action="store_true", help="a tiny version of the preset")
-    ap.add_argument("--no-weights", action="store_true", help="delete runs/ at the end")
     args = ap.parse_args(argv)
+    command = "python -m clockpizza.tools.paper_scale " + shlex.join(
+        sys.argv[1:] if argv is None else argv)
     try:
         raw = yaml.safe_load(args.params.read_text())
         chosen = preset_params(raw, args.preset, args.set, args.dry_run)
+        text = yaml.safe_dump(chosen, sort_keys=False)
+        kept = args.out / "params.yaml"
+        if kept.exists() and yaml.safe_load(kept.read_text()) != chosen:
+            raise ParamsError(f"{kept}: made with other params than --preset {args.preset} "
+                              f"{' '.join('--set ' + s for s in args.set)} gives now; its "
+                              "tables would mix two grids. Use another --out, or delete it")
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "params.yaml").write_text(yaml.safe_dump(chosen, sort_keys=False))
-        params = load_params(args.out / "params.yaml")
+        write_text(kept, text)
+        params = load_params(kept)
     except (OSError, ParamsError) as e:
         print(f"[paper_scale] error: {e}", file=sys.stderr)
         return 2
-    run(params, args.out, keep_weights=not args.no_weights)
+    runs_root = args.runs or args.out / "runs"
+    if args.runs is None:
+        write_text(args.out / ".gitignore", "/runs/\n")
+    write_text(args.out / "command.txt", command + "\n")
+    run(params, args.out, runs_root, command=command)
     return 0
 
 
