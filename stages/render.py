@@ -1,6 +1,7 @@
 """Stage render: figures and report/README.md from the metrics tables alone (and the paper's
 published runs and released models, measured by the paper_models stage)."""
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -27,11 +28,13 @@ from clockpizza.io.table import (
     read_table,
     write_text,
 )
+from clockpizza.results.boundary import boundary_from_json
 from clockpizza.results.paper_compare import PAPER_EXAMPLES, read_published_runs
 
 TABLE, FIGURES, REPORT = "metrics/runs.parquet", "report/figures", "report/README.md"
 CIRCLES, EXAMPLES = "metrics/circles.parquet", "metrics/examples"
 DYNAMICS = "metrics/dynamics.parquet"
+BOUNDARY = "metrics/boundary.json"  # fitted once, by the summarise stage
 # The training wall time recorded by the metrics stage (clockpizza.figures.report.load_timing).
 TIMING = "metrics/timing.json"
 # The paper: its published runs (in git), its models measured (stage paper_models) and the
@@ -56,8 +59,8 @@ def main() -> None:
     )
     dynamics = (read_table(DYNAMICS, DYNAMICS_SCHEMA, "metrics") if Path(DYNAMICS).is_file()
                 else None)
-    fit = {"n_boot": params.boundary.n_boot, "boot_seed": params.boundary.boot_seed}
-    figures = draw_figures(runs, fig1_width=params.render.fig1_width, **fit,
+    boundary = boundary_from_json(json.loads(Path(BOUNDARY).read_text()))
+    figures = draw_figures(runs, fig1_width=params.render.fig1_width, boundary=boundary,
                            published=paper.published, dynamics=dynamics)
 
     # Figure 3: ours from the mechanism stage, the authors' from the paper_models stage.
@@ -88,7 +91,7 @@ def main() -> None:
             Path(FIGURES, stem + ext).unlink(missing_ok=True)
     paths = {stem: f"figures/{stem}.png" for stem in figures}
     examples = examples_context(runs, circles, chosen, paths, paper_side)
-    write_text(REPORT, build_report(runs, paths, params.render.fig1_width, **fit,
+    write_text(REPORT, build_report(runs, paths, params.render.fig1_width, boundary=boundary,
                                     timing=load_timing(TIMING), examples=examples, paper=paper,
                                     rule=params.phase, dynamics=dynamics))
     print(f"[render] {len(figures)} figures -> {FIGURES}/, report -> {REPORT}")

@@ -23,7 +23,7 @@ import torch
 import yaml
 from test_pipeline import copy_repo, run, set_params
 
-from clockpizza.analysis.collect import collect_runs
+from clockpizza.analysis.collect import collect_tables
 from clockpizza.analysis.metrics import gradient_symmetricity, gs_triples
 from clockpizza.io.params import (
     PRESET_TARGETS,
@@ -308,7 +308,7 @@ def test_a_shape_trained_among_others_is_that_shape_trained_alone(
 def test_runs_table_has_one_row_per_grid_point(trained: tuple[Params, Path, pd.DataFrame],
                                                tmp_path: Path, one_thread: None) -> None:
     params, root, dataset = trained
-    runs = collect_runs(params, root, dataset, torch.device("cpu"))
+    runs = collect_tables(params, root, dataset, torch.device("cpu")).runs
     write_runs_table(tmp_path / "runs.parquet", runs)
     table = pq.read_table(tmp_path / "runs.parquet")
     assert table.schema.field("family").type == pa.string()
@@ -342,7 +342,7 @@ def test_runs_table_follows_the_params_not_the_directory(
     _, root, dataset = trained
     fewer = tiny(base, **{"mlp_family.models": ["D"], "model.n_layers": 2,
                           "model.act": "relu"})
-    runs = collect_runs(fewer, root, dataset, torch.device("cpu"))
+    runs = collect_tables(fewer, root, dataset, torch.device("cpu")).runs
     assert sorted(runs.family) == ["D", *["transformer"] * 4]
     assert set(runs.n_layers[runs.family == "transformer"]) == {2}
 

@@ -16,6 +16,7 @@ from clockpizza.analysis.collect import collect_tables
 from clockpizza.analysis.metrics import gs_triples, model_metrics
 from clockpizza.io.params import Params, group_specs, load_params
 from clockpizza.io.store import SNAPSHOTS, WEIGHTS, read_snapshots
+from clockpizza.results.boundary import fit_main
 from clockpizza.results.dynamics import settle_columns, settle_step
 from clockpizza.science.architectures import load_model, model_config, param_shapes
 from clockpizza.science.data import make_dataset
@@ -151,14 +152,14 @@ def test_the_figure_and_the_report_show_the_dynamics(trained) -> None:
     from clockpizza.figures.report import DYNAMICS, build_report, draw_figures
 
     _, _, tables = trained
-    figs = draw_figures(tables.runs, fig1_width=128, n_boot=0, boot_seed=0,
+    figs = draw_figures(tables.runs, fig1_width=128, boundary=fit_main(tables.runs, n_boot=0),
                         dynamics=tables.dynamics)
     assert DYNAMICS in figs
     gs_lines = [ln for ax in figs[DYNAMICS].axes for ln in ax.get_lines()
                 if ln.get_gid() and ln.get_gid().startswith("gradient_symmetricity-alpha-")]
     assert len(gs_lines) == 3  # one per attention rate
     assert list(gs_lines[0].get_xdata()) == STEPS
-    report = build_report(tables.runs, {DYNAMICS: "figures/fig4_dynamics.png"}, 128, n_boot=0,
+    report = build_report(tables.runs, {DYNAMICS: "figures/fig4_dynamics.png"}, 128,
                           dynamics=tables.dynamics)
     assert "## Training dynamics" in report
     assert "![training dynamics](figures/fig4_dynamics.png)" in report
@@ -171,4 +172,4 @@ def test_the_figure_and_the_report_show_the_dynamics(trained) -> None:
         gs = " / ".join(f"{x:.2f}" for x in g["gradient_symmetricity"])
         assert f"| 8 | {a:g} | 0 | " in report
         assert f" | {gs} | " in report, (a, gs)
-    assert "## Training dynamics" not in build_report(tables.runs, {}, 128, n_boot=0)
+    assert "## Training dynamics" not in build_report(tables.runs, {}, 128)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clockpizza.analysis.collect import collect_runs
+from clockpizza.analysis.collect import collect_tables
 from clockpizza.io.params import RunSpec, load_params
 from clockpizza.science.data import make_dataset
 from clockpizza.science.grid import train_and_save
@@ -138,7 +138,7 @@ def test_a_group_in_chunks_gives_the_runs_of_one_batch(tmp_path: Path) -> None:
         root = tmp_path / f"cap{cap}"
         train_and_save(p, 8, 0, dataset, root / "runs", checkpoints=root / "ckpt")
         assert not list((root / "ckpt").glob("*")), "checkpoints are removed when done"
-        tables[cap] = collect_runs(p, root / "runs", dataset, torch.device("cpu"))
+        tables[cap] = collect_tables(p, root / "runs", dataset, torch.device("cpu")).runs
     a, b = tables[0], tables[2]
     assert list(a.run_id) == list(b.run_id)
     for col in ("train_loss", "test_loss", "gradient_symmetricity", "distance_irrelevance"):

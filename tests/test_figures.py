@@ -70,7 +70,7 @@ def test_fitted_boundary_recovers_the_planted_line(grid: pd.DataFrame) -> None:
 
 
 def test_figure2_draws_the_fitted_boundary_at_the_plotted_widths(grid: pd.DataFrame) -> None:
-    fig = plots.phase_diagram(grid, n_boot=N_BOOT, boot_seed=0)
+    fig = plots.phase_diagram(grid, fit_main(grid, n_boot=N_BOOT))
     b = fit_boundary(grid[is_main(grid)], n_boot=N_BOOT, seed=0)
     assert b is not None
     axes = data_axes(fig)
@@ -96,7 +96,7 @@ def test_figure2_draws_the_fitted_boundary_at_the_plotted_widths(grid: pd.DataFr
 
 
 def test_figure2_squares_are_the_seed_means_of_the_table(grid: pd.DataFrame) -> None:
-    fig = plots.phase_diagram(grid, n_boot=0)
+    fig = plots.phase_diagram(grid, fit_main(grid, n_boot=0))
     want = (grid[is_main(grid)].groupby(["width", "attn_rate"])[[GS, DI]].mean()
             .reset_index().sort_values(["width", "attn_rate"]))
     for ax, metric in zip(data_axes(fig), (GS, DI), strict=True):
@@ -116,7 +116,7 @@ def test_figure2_marks_grid_points_where_most_runs_are_non_circular(grid: pd.Dat
     runs.loc[broken, "phase"] = "non-circular"
     half = (runs["width"] == 128) & (runs["attn_rate"] == 0.9) & (runs["seed"] == 0)
     runs.loc[half, "phase"] = "non-circular"  # 1 of 2 runs: not most, no mark
-    fig = plots.phase_diagram(runs, n_boot=0)
+    fig = plots.phase_diagram(runs, fit_main(runs, n_boot=0))
     for ax in data_axes(fig):
         (marks,) = collections(ax, "non-circular")
         np.testing.assert_array_equal(marks.get_offsets(), [[0.3, np.log2(64)]])
@@ -125,7 +125,7 @@ def test_figure2_marks_grid_points_where_most_runs_are_non_circular(grid: pd.Dat
 def test_figure2_without_a_boundary_says_why(grid: pd.DataFrame) -> None:
     for runs, reason in ((grid.assign(phase="pizza"), "0 clock"),
                          (grid[grid["attn_rate"] == 0.5], "same attention rate")):
-        fig = plots.phase_diagram(runs, n_boot=N_BOOT)
+        fig = plots.phase_diagram(runs, fit_main(runs, n_boot=N_BOOT))
         for ax in data_axes(fig):
             assert not lines(ax, "phase-boundary")
             (text,) = [t for t in ax.texts if t.get_gid() == "no-boundary"]
@@ -142,7 +142,7 @@ def test_figure2_title_counts_seeds_per_point(seeds: tuple[int, ...], drop: bool
     runs = make_runs(seeds=seeds)
     if drop:
         runs = runs.drop(index=runs.index[0])
-    title = plots.phase_diagram(runs, n_boot=0).get_suptitle()
+    title = plots.phase_diagram(runs, fit_main(runs, n_boot=0)).get_suptitle()
     assert want in title and f"{len(runs)} runs" in title
 
 
@@ -150,7 +150,8 @@ def test_figures_1_and_2_draw_only_one_layer_transformers_without_ablations(
         full: pd.DataFrame) -> None:
     main = full[is_main(full)]
     assert len(main) < len(full)
-    for draw in (lambda r: plots.fixed_width(r, 128), lambda r: plots.phase_diagram(r, n_boot=0)):
+    for draw in (lambda r: plots.fixed_width(r, 128),
+                 lambda r: plots.phase_diagram(r, fit_main(r, n_boot=0))):
         got, want = draw(full), draw(main)
         for a, b in zip(data_axes(got), data_axes(want), strict=True):
             np.testing.assert_array_equal(a.collections[0].get_offsets(),
@@ -163,7 +164,7 @@ def test_a_table_without_the_new_axes_is_all_main_runs() -> None:
     assert "family" not in legacy.columns
     b = fit_main(legacy, n_boot=10)
     assert b == fit_boundary(legacy, n_boot=10)
-    fig = plots.phase_diagram(legacy, n_boot=10)
+    fig = plots.phase_diagram(legacy, fit_main(legacy, n_boot=10))
     assert f"{len(legacy)} runs" in fig.get_suptitle()
 
 
@@ -245,13 +246,15 @@ def test_mlp_figure_bars_are_means_and_points_are_runs(full: pd.DataFrame) -> No
 
 
 def test_figures_without_data_are_not_drawn(full: pd.DataFrame) -> None:
-    fit = {"fig1_width": 128, "n_boot": 0, "boot_seed": 0}
-    assert set(draw_figures(make_runs(legacy=True), **fit)) == {FIG1, FIG2}
-    assert set(draw_figures(full, **fit)) == set(FIGURES)
+    def drawn(runs: pd.DataFrame) -> set[str]:
+        return set(draw_figures(runs, fig1_width=128, boundary=fit_main(runs, n_boot=0)))
+
+    assert drawn(make_runs(legacy=True)) == {FIG1, FIG2}
+    assert drawn(full) == set(FIGURES)
     deep_only = full[(full["n_layers"] == 2) & (full["family"] == "transformer")]
-    assert set(draw_figures(deep_only, **fit)) == {LAYERS, ABLATIONS}
+    assert drawn(deep_only) == {LAYERS, ABLATIONS}
     mlp_only = full[full["family"] != "transformer"]
-    assert set(draw_figures(mlp_only, **fit)) == {MLP}
+    assert drawn(mlp_only) == {MLP}
     for draw in (pa.layers_figure, pa.ablations_figure):
         with pytest.raises(ValueError, match="no runs"):
             draw(mlp_only)

@@ -17,6 +17,7 @@ import yaml
 from clockpizza.figures import plots
 from clockpizza.figures.example_plots import example_figure
 from clockpizza.io.table import CIRCLES_SCHEMA, EXAMPLE_TABLES, RUNS_SCHEMA
+from clockpizza.results.boundary import boundary_from_json, fit_main
 from clockpizza.results.paper_compare import read_published_runs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,7 +133,11 @@ def test_figures_are_drawn_from_the_runs_table(repo: Path, tmp_path: Path) -> No
     published = read_published_runs(repo / "paper/published_runs_fixed_width.csv")  # grey
     plots.save(plots.fixed_width(runs, params["render"]["fig1_width"], published),
                tmp_path / "f1")
-    plots.save(plots.phase_diagram(runs), tmp_path / "f2")
+    # figure 2 draws the boundary the summarise stage fitted, saved in metrics/boundary.json
+    boundary = boundary_from_json(json.loads((repo / "metrics/boundary.json").read_text()))
+    assert boundary == fit_main(runs, n_boot=params["boundary"]["n_boot"],
+                                boot_seed=params["boundary"]["boot_seed"])
+    plots.save(plots.phase_diagram(runs, boundary), tmp_path / "f2")
     assert (tmp_path / "f1.png").read_bytes() == (figs / "fig1_fixed_width.png").read_bytes()
     assert (tmp_path / "f2.svg").read_bytes() == (figs / "fig2_phase_diagram.svg").read_bytes()
     # ... and the points it draws are the table's values.

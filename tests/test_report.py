@@ -17,8 +17,14 @@ from test_example_plots import tables as example_tables
 
 from clockpizza.figures.report import FIGURES, PRODUCE, build_report, load_timing
 from clockpizza.io.params import Params
-from clockpizza.io.table import CIRCLES_SCHEMA, EXAMPLE_TABLES, write_runs_table, write_table
-from clockpizza.results.boundary import SUMMARY_KEYS, fit_boundary
+from clockpizza.io.table import (
+    CIRCLES_SCHEMA,
+    EXAMPLE_TABLES,
+    write_json,
+    write_runs_table,
+    write_table,
+)
+from clockpizza.results.boundary import SUMMARY_KEYS, boundary_to_json, fit_boundary, fit_main
 from clockpizza.results.phases import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +42,7 @@ def full() -> pd.DataFrame:
 
 
 def summary(runs: pd.DataFrame, width: int = 128, n_boot: int = 50) -> dict[str, object]:
-    return summarize(runs, boundary_width=width, n_boot=n_boot, boot_seed=0)
+    return summarize(runs, boundary_width=width, boundary=fit_main(runs, n_boot=n_boot))
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,7 +110,7 @@ def figure_paths(stems: list[str]) -> dict[str, str]:
 def test_report_embeds_every_drawn_figure_and_names_the_command_for_the_rest() -> None:
     runs = make_runs(legacy=True)
     drawn = ["fig1_fixed_width", "fig2_phase_diagram"]
-    report = build_report(runs, figure_paths(drawn), 128, n_boot=20)
+    report = build_report(runs, figure_paths(drawn), 128, boundary=fit_main(runs, n_boot=20))
     for stem in FIGURES:
         if stem in drawn:
             assert f"](figures/{stem}.png)" in report
@@ -115,7 +121,8 @@ def test_report_embeds_every_drawn_figure_and_names_the_command_for_the_rest() -
 
 
 def test_report_key_numbers_come_from_the_table(full: pd.DataFrame) -> None:
-    report = build_report(full, figure_paths(list(FIGURES)), 128, n_boot=50)
+    report = build_report(full, figure_paths(list(FIGURES)), 128,
+                          boundary=fit_main(full, n_boot=50))
     main = full[is_main(full)]
     for alpha in (0.0, 1.0):
         at = main[main["attn_rate"] == alpha]
@@ -149,21 +156,24 @@ def test_report_key_numbers_come_from_the_table(full: pd.DataFrame) -> None:
 
 
 def test_report_without_a_boundary_or_main_runs_says_so(full: pd.DataFrame) -> None:
-    report = build_report(full.assign(phase="pizza"), figure_paths(list(FIGURES)), 128)
+    report = build_report(full.assign(phase="pizza"), figure_paths(list(FIGURES)), 128,
+                          boundary=fit_main(full.assign(phase="pizza")))
     assert "No boundary fitted: the circular runs are" in report
     assert "None could be fitted" in report
     deep = full[full["n_layers"] == 2]
-    report = build_report(deep, figure_paths(["appendix_layers", "appendix_ablations"]), 128)
+    report = build_report(deep, figure_paths(["appendix_layers", "appendix_ablations"]), 128,
+                          boundary=fit_main(deep))
     assert "fig1_fixed_width.png" not in report and PRODUCE["fig1_fixed_width"] in report
     assert "### The fitted phase boundary" not in report
 
 
 def test_report_lists_the_runs_that_diverged(full: pd.DataFrame) -> None:
-    assert "diverged**" not in build_report(full, figure_paths(list(FIGURES)), 128)
+    assert "diverged**" not in build_report(full, figure_paths(list(FIGURES)), 128,
+                                            boundary=fit_main(full))
     bad = full.index[:2]
     runs = full.copy()
     runs.loc[bad, ["diverged", "diverged_step", "phase"]] = [True, 30, "non-circular"]
-    report = build_report(runs, figure_paths(list(FIGURES)), 128)
+    report = build_report(runs, figure_paths(list(FIGURES)), 128, boundary=fit_main(runs))
     assert "**2 runs diverged**" in report
     for r in runs.loc[bad].itertuples():
         assert f"`{r.run_id}` (transformer, width {r.width}, seed {r.seed}" in report
@@ -172,7 +182,8 @@ def test_report_lists_the_runs_that_diverged(full: pd.DataFrame) -> None:
 
 def test_report_is_deterministic_and_dateless(full: pd.DataFrame) -> None:
     args = (full, figure_paths(list(FIGURES)), 128)
-    a, b = build_report(*args, n_boot=20), build_report(*args, n_boot=20)
+    b20 = fit_main(full, n_boot=20)
+    a, b = build_report(*args, boundary=b20), build_report(*args, boundary=b20)
     assert a == b
     assert not re.search(r"\b20\d\d-\d\d-\d\d\b", a)
     assert "nan" not in a.lower().replace("nanoGPT".lower(), "")
@@ -186,10 +197,11 @@ def test_report_states_the_wall_time_when_recorded(tmp_path: Path) -> None:
         {"group": "w64-s0", "wall_s": 400.0, "n_models": 6, "steps": 2000, "device": "cpu"},
         {"group": "w32-s0", "wall_s": 354.0}]}))
     timing = load_timing(path)
-    report = build_report(runs, figure_paths([]), 128, n_boot=0, timing=timing)
+    report = build_report(runs, figure_paths([]), 128, boundary=fit_main(runs, n_boot=0),
+                          timing=timing)
     assert "12.6 min in total" in report
     assert report.index("`w32-s0`: 5.9 min") < report.index("`w64-s0`: 6.7 min (n_models 6")
-    assert "metrics/timing.json` is absent" in build_report(runs, {}, 128, n_boot=0)
+    assert "metrics/timing.json` is absent" in build_report(runs, {}, 128)
     path.write_text(json.dumps({"groups": []}))
     with pytest.raises(ValueError, match="total_wall_s"):
         load_timing(path)
@@ -206,6 +218,7 @@ def test_render_stage_draws_what_has_data_and_is_byte_stable(
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     runs = make_runs(non_circular=0.1, seed=2)
     write_runs_table(tmp_path / "metrics/runs.parquet", runs)
+    write_json(tmp_path / "metrics/boundary.json", boundary_to_json(fit_main(runs, n_boot=20)))
     # The mechanism stage's tables: constructed examples standing for an α = 1 and an α = 0 run.
     examples: dict[str, list[pd.DataFrame]] = {}
     for role, alpha in (("clock", 1.0), ("pizza", 0.0)):

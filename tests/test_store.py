@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from clockpizza.analysis.collect import collect_runs
+from clockpizza.analysis.collect import collect_tables
 from clockpizza.io.params import Params, RunSpec, group_specs
 from clockpizza.io.store import RunError, expected_runs, write_run
 from clockpizza.science.data import make_dataset
@@ -181,7 +181,7 @@ def test_collect_runs_reports_every_broken_run_at_once(tmp_path: Path) -> None:
     broken = [damage_missing_dir(dirs[0]), damage_truncated_weights(dirs[2]),
               damage_other_run_id(dirs[4]), damage_truncated_config(dirs[5])]
     with pytest.raises(RuntimeError) as info:
-        collect_runs(params, runs_root, dataset, torch.device("cpu"))
+        collect_tables(params, runs_root, dataset, torch.device("cpu"))
     msg = str(info.value)
     for path in broken:
         assert str(path) in msg
@@ -195,7 +195,7 @@ def test_collect_runs_of_whole_runs_gives_one_row_per_run(tmp_path: Path) -> Non
     specs = group_specs(params, 8, 0)
     for d, s in zip(expected_runs(params, tmp_path)[0][1], specs, strict=True):
         save(d, s)
-    runs = collect_runs(params, tmp_path, dataset, torch.device("cpu"))
+    runs = collect_tables(params, tmp_path, dataset, torch.device("cpu")).runs
     assert runs["run_id"].tolist() == [s.run_id for s in specs]
     assert runs["attn_rate"].tolist() == [0.0, 1.0]
     assert runs[["gradient_symmetricity", "distance_irrelevance", "circularity"]].notna().all(
@@ -254,7 +254,7 @@ def test_a_diverging_run_is_flagged_and_does_not_break_the_table(tmp_path: Path)
         params.train, lr=10.0, warmup_steps=0, steps=40, eval_every=10))
     dataset = make_dataset(params.data.p, params.data.train_frac, params.data.split_seed)
     train_and_save(params, 8, 0, dataset, tmp_path / "runs", checkpoints=tmp_path / "ckpt")
-    runs = collect_runs(params, tmp_path / "runs", dataset, torch.device("cpu"))
+    runs = collect_tables(params, tmp_path / "runs", dataset, torch.device("cpu")).runs
     assert runs["diverged"].any()
     bad = runs[runs["diverged"]]
     assert (bad["phase"] == "non-circular").all()

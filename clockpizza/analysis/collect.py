@@ -18,8 +18,7 @@ from clockpizza.analysis.metrics import gs_triples, model_metrics
 from clockpizza.io.params import Params, RunSpec, instance_specs, shape_groups
 from clockpizza.io.store import HISTORY, StoredRun, expected_runs
 from clockpizza.io.table import CIRCLE_COLUMNS
-from clockpizza.results.dynamics import RUN_COLUMNS, settle_columns
-from clockpizza.results.phases import classify
+from clockpizza.results.labels import label_tables
 from clockpizza.science.architectures import ArchConfig, load_model, model_config
 from clockpizza.science.model import BatchedTransformer, stack
 from clockpizza.science.runs import read_spec_run, train_mask
@@ -105,19 +104,24 @@ def _measure(params: Params, dataset: pd.DataFrame, device: torch.device,
     return cols, circles
 
 
-def collect_runs(params: Params, runs_root: str | Path, dataset: pd.DataFrame,
-                 device: torch.device | None = None) -> pd.DataFrame:
-    """The runs table alone (see :func:`collect_tables`)."""
-    return collect_tables(params, runs_root, dataset, device).runs
-
-
 def collect_tables(params: Params, runs_root: str | Path, dataset: pd.DataFrame,
                    device: torch.device | None = None) -> MetricsTables:
-    """Load every run of the grid, compute its metrics and circles, and return both tables.
+    """:func:`measure_tables` labelled by ``params.phase`` (:func:`label_tables`): the tables
+    the metrics and summarise stages write, in one call (for tools that run both)."""
+    measured = measure_tables(params, runs_root, dataset, device)
+    runs, dynamics = label_tables(measured.runs, measured.dynamics, params.phase)
+    return MetricsTables(runs, measured.circles, dynamics)
+
+
+def measure_tables(params: Params, runs_root: str | Path, dataset: pd.DataFrame,
+                   device: torch.device | None = None) -> MetricsTables:
+    """Load every run of the grid, compute its metrics and circles: the expensive part.
 
     The grid is exactly the one in params: the transformer instances (every combination of the
     transformer axes) and the attention-free models. Every missing or damaged run is reported,
-    by name, before any metric is computed.
+    by name, before any metric is computed. Nothing here reads ``params.phase``: the runs table
+    comes back without its phase columns (:data:`clockpizza.io.table.MEASURED_SCHEMA`) and the
+    dynamics without the snapshot phase, so a changed phase threshold measures nothing again.
     """
     device = device or resolve_device(params.train.device)
     errors: list[str] = []
@@ -173,14 +177,9 @@ def collect_tables(params: Params, runs_root: str | Path, dataset: pd.DataFrame,
                 "diverged": diverged, "diverged_step": diverged_step,
             })
     runs = pd.DataFrame(rows)
-    runs["phase"] = classify(runs, params.phase)
-    runs.loc[runs["diverged"], "phase"] = "non-circular"
     circle_table = pd.concat([f for f in circle_frames if not f.empty] or
                              [pd.DataFrame(columns=list(CIRCLE_COLUMNS))], ignore_index=True)
     dynamics, full_acc = collect_dynamics(params, runs_root, dataset, device)
-    settled = settle_columns(dynamics)
-    runs = runs.merge(settled, on="run_id", how="left").merge(full_acc, on="run_id", how="left")
-    for col in (*RUN_COLUMNS, "full_test_acc_step"):
-        runs[col] = runs[col].fillna(False if col == "phase_switched" else -1)
-    runs["phase_switched"] = runs["phase_switched"].astype(bool)
+    runs = runs.merge(full_acc, on="run_id", how="left")
+    runs["full_test_acc_step"] = runs["full_test_acc_step"].fillna(-1)
     return MetricsTables(runs, circle_table[list(CIRCLE_COLUMNS)], dynamics)

@@ -1,8 +1,8 @@
 """The metrics stage's training dynamics: every run's snapshots (``train.snapshots``) measured.
 
 One row per run × snapshot step (:data:`clockpizza.io.table.DYNAMICS_SCHEMA`): the losses and
-accuracies on the run's own split, GS (the paper's triples), both DIs, circularity and the
-phase by the GS/DI part of the phase rule (:func:`clockpizza.results.dynamics.snapshot_phase`).
+accuracies on the run's own split, GS (the paper's triples), both DIs and circularity; the
+summarise stage adds each snapshot's phase (:func:`clockpizza.results.dynamics.snapshot_phase`).
 Skipped at snapshots, for time: the per-circle analysis (the slowest metric: it refits every
 circle's logit tensor against three templates) and the all-triples GS; both stay in the runs
 table for the final weights.
@@ -19,7 +19,6 @@ import torch
 from clockpizza.analysis.metrics import gs_triples, model_metrics
 from clockpizza.io.params import Params, instance_specs, shape_groups
 from clockpizza.io.store import CONFIG, HISTORY, read_snapshots
-from clockpizza.results.dynamics import snapshot_phase
 from clockpizza.science.architectures import load_model, model_config, param_shapes
 from clockpizza.science.model import stack
 from clockpizza.science.runs import train_mask
@@ -79,8 +78,4 @@ def collect_dynamics(params: Params, runs_root: str | Path, dataset: pd.DataFram
                                             "step": step, **cols}))
     dynamics = (pd.concat(frames, ignore_index=True) if frames
                 else pd.DataFrame(columns=list(COLUMNS)))
-    if len(dynamics):
-        dynamics["phase"] = snapshot_phase(dynamics, params.phase)
-    else:
-        dynamics["phase"] = pd.Series(dtype=object)
     return dynamics, pd.DataFrame(first_full, columns=["run_id", "full_test_acc_step"])

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from clockpizza.io.table import atomic_write
-from clockpizza.results.boundary import Boundary, fit_boundary, why_no_boundary
+from clockpizza.results.boundary import Boundary, why_no_boundary
 from clockpizza.results.selection import main_runs, nearest_width
 
 GS, DI = "gradient_symmetricity", "distance_irrelevance"
@@ -128,19 +128,19 @@ def draw_boundary(ax: Axes, b: Boundary, log2_lo: float, log2_hi: float) -> bool
     return has_band
 
 
-def phase_diagram(runs: pd.DataFrame, *, n_boot: int = 200, boot_seed: int = 0) -> Figure:
+def phase_diagram(runs: pd.DataFrame, boundary: Boundary | None) -> Figure:
     """SPEC figure 2: attention rate × log₂ width, coloured by GS and by DI (seed means).
 
     Draws the 1-layer transformer runs without ablations (:func:`main_runs`), the fitted
-    pizza/clock boundary with its 95 % bootstrap band (``n_boot`` resamples drawn with
-    ``boot_seed``; :mod:`clockpizza.results.boundary`), or says why there is none, and an 'x' on
+    pizza/clock boundary ``boundary`` (:func:`clockpizza.results.boundary.fit_main` of
+    ``runs``, fitted by the summarise stage) with its 95 % bootstrap band, or says why there
+    is none, and an 'x' on
     grid points where most runs are non-circular.
     """
     runs = main_runs(runs)
     means = grid_means(runs)
     means = means.assign(log2_width=np.log2(means["width"]))
     marked = means[means["non_circular"] > NON_CIRCULAR_MARK]
-    boundary = fit_boundary(runs, n_boot=n_boot, seed=boot_seed)
     fig = _figure((9, 4.0))
     axes = fig.subplots(1, 2)
     widths = sorted(means["width"].unique())

@@ -38,7 +38,7 @@ from clockpizza.figures.plots import (
 )
 from clockpizza.figures.plots_dynamics import dynamics_figure, has_dynamics_data
 from clockpizza.io.params import PhaseConfig
-from clockpizza.results.boundary import Boundary, fit_boundary, why_no_boundary
+from clockpizza.results.boundary import Boundary, why_no_boundary
 from clockpizza.results.paper_compare import (
     PAPER_EXAMPLES,
     TOL_DI,
@@ -84,18 +84,20 @@ PRODUCE = {
 # Which figures the table has data for, and drawing them.
 
 
-def draw_figures(runs: pd.DataFrame, *, fig1_width: int, n_boot: int,
-                 boot_seed: int, published: pd.DataFrame | None = None,
+def draw_figures(runs: pd.DataFrame, *, fig1_width: int, boundary: Boundary | None,
+                 published: pd.DataFrame | None = None,
                  dynamics: pd.DataFrame | None = None) -> dict[str, Figure]:
     """Every figure whose data is in the table, by stem; a figure without data is left out.
 
-    ``published``: the paper's runs, drawn behind ours in figure 1; ``dynamics``: the
+    ``boundary``: :func:`clockpizza.results.boundary.fit_main` of ``runs`` (the summarise
+    stage's metrics/boundary.json); ``published``: the paper's runs, drawn behind ours in
+    figure 1; ``dynamics``: the
     snapshots' metrics (metrics/dynamics.parquet), for the training-dynamics figure."""
     main = main_runs(runs)
     out: dict[str, Figure] = {}
     if not main.empty:
         out[FIG1] = fixed_width(main, fig1_width, published)
-        out[FIG2] = phase_diagram(main, n_boot=n_boot, boot_seed=boot_seed)
+        out[FIG2] = phase_diagram(main, boundary)
     checks: tuple[tuple[str, Callable[[pd.DataFrame], bool], Callable[[pd.DataFrame], Figure]],
                   ...] = (
         (LAYERS, appendix.has_layers_data, appendix.layers_figure),
@@ -745,7 +747,7 @@ def _render(template: str, context: Mapping[str, Any]) -> str:
 
 
 def build_report(runs: pd.DataFrame, figures: Mapping[str, str], fig1_width: int, *,
-                 n_boot: int = 200, boot_seed: int = 0,
+                 boundary: Boundary | None = None,
                  timing: Mapping[str, object] | None = None,
                  examples: list[dict[str, Any]] | None = None,
                  paper: PaperInputs | None = None, rule: PhaseConfig | None = None,
@@ -754,15 +756,15 @@ def build_report(runs: pd.DataFrame, figures: Mapping[str, str], fig1_width: int
 
     ``figures`` maps the stems in :data:`ALL_FIGURES` that were drawn to paths relative to the
     report; a stem of :data:`FIGURES` that is absent is reported as not drawn, with the command
-    that produces its data. The boundary is refitted here exactly as figure 2 and summary.json
-    fit it (same ``n_boot`` and ``boot_seed``). ``timing`` is the optional :func:`load_timing`
+    that produces its data. ``boundary`` is the fit the summarise stage saved (figure 2 and
+    summary.json show the same one). ``timing`` is the optional :func:`load_timing`
     record; ``examples`` figure 3's :func:`examples_context`; ``paper`` what is known of the
     paper's models and runs; ``rule`` the phase rule in force (for the section that applies it
     to the paper's runs); ``dynamics`` the snapshots' metrics (the training-dynamics section).
     """
     paper = paper or PaperInputs()
     main = main_runs(runs)
-    b = fit_boundary(main, n_boot=n_boot, seed=boot_seed) if not main.empty else None
+    b = boundary if not main.empty else None
     n_published = 0 if paper.published is None else len(paper.published)
     context = {
         "paper": {"steps": PAPER_STEPS, "width": PAPER_WIDTH, "alpha_star": PAPER_ALPHA_STAR,

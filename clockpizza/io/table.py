@@ -71,6 +71,13 @@ RUNS_SCHEMA = pa.schema([
 ])
 RUN_COLUMNS: tuple[str, ...] = tuple(RUNS_SCHEMA.names)
 
+# What the metrics stage measures (metrics/measured.parquet): the runs table without the columns
+# the phase rule decides, which the summarise stage adds; so a changed phase threshold or
+# bootstrap size measures no model again.
+LABELLED_COLUMNS = ("phase", "phase_settle_step", "phase_switched", "gs_settle_step",
+                    "di_settle_step")
+MEASURED_SCHEMA = pa.schema([f for f in RUNS_SCHEMA if f.name not in LABELLED_COLUMNS])
+
 # A row per circle of a run's embedding (SPEC.md "Per-circle analysis";
 # clockpizza.analysis.circles says exactly how each number is computed).
 CIRCLES_SCHEMA = pa.schema([
@@ -144,6 +151,8 @@ DYNAMICS_SCHEMA = pa.schema([
     ("circularity", pa.float64()),
     ("phase", pa.string()),  # the GS/DI rule without the circles (results.dynamics)
 ])
+# The same, as the metrics stage measures it (metrics/snapshots.parquet): no phase yet.
+SNAPSHOTS_SCHEMA = pa.schema([f for f in DYNAMICS_SCHEMA if f.name != "phase"])
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

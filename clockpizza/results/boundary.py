@@ -20,7 +20,8 @@ as clusters, within each width, not single runs.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -352,6 +353,24 @@ def fit_main(runs: pd.DataFrame, *, n_boot: int = 200, boot_seed: int = 0) -> Bo
     return fit_boundary(main_runs(runs), n_boot=n_boot, seed=boot_seed)
 
 
+def boundary_to_json(b: Boundary | None) -> dict[str, Any]:
+    """The fit as plain JSON (every float exactly: JSON keeps Python's shortest repr), so the
+    stage that fits it saves it once and every reader gets the same object back; ``{"fitted":
+    false}`` when there is no boundary."""
+    if b is None:
+        return {"fitted": False}
+    return {"fitted": True, **asdict(b), "boot_coefs": [list(c) for c in b.boot_coefs]}
+
+
+def boundary_from_json(d: dict[str, Any]) -> Boundary | None:
+    """The inverse of :func:`boundary_to_json`."""
+    if not d.get("fitted"):
+        return None
+    fields = {k: v for k, v in d.items() if k != "fitted"}
+    fields["boot_coefs"] = tuple(tuple(float(x) for x in c) for c in fields["boot_coefs"])
+    return Boundary(**fields)
+
+
 def why_no_boundary(runs: pd.DataFrame) -> str:
     """Why :func:`fit_boundary` finds no boundary in ``runs`` (the same tests, in words)."""
     alpha, _, y, _ = _select_runs(runs)
@@ -364,9 +383,10 @@ def why_no_boundary(runs: pd.DataFrame) -> str:
     return "the fit has a boundary"
 
 
-def boundary_block(runs: pd.DataFrame, width: int, *, n_boot: int = 200,
-                   boot_seed: int = 0) -> dict[str, float | int | bool | None]:
-    """The ``boundary`` block of metrics/summary.json: the fit of :func:`fit_main`.
+def boundary_block(runs: pd.DataFrame, width: int,
+                   b: Boundary | None) -> dict[str, float | int | bool | None]:
+    """The ``boundary`` block of metrics/summary.json: ``b``, the fit of :func:`fit_main` on
+    ``runs``.
 
     The keys of :func:`boundary_summary` (coefficients, alpha* at ``width`` with its 95 % band,
     ``n_runs``), plus
@@ -383,7 +403,6 @@ def boundary_block(runs: pd.DataFrame, width: int, *, n_boot: int = 200,
     Every value but ``width`` is null when there is no boundary to fit. No NaN reaches JSON.
     """
     main = main_runs(runs)
-    b = fit_boundary(main, n_boot=n_boot, seed=boot_seed)
     out: dict[str, float | int | bool | None] = {**boundary_summary(b, width), "width": width,
                                                  "extrapolated": None,
                                                  "alpha_shift_per_doubling": None}

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from clockpizza.io.params import PhaseConfig
-from clockpizza.results.boundary import boundary_block
+from clockpizza.results.boundary import Boundary, boundary_block
 from clockpizza.results.paper_compare import paper_block
 
 PHASES = ("pizza", "clock", "non-circular")
@@ -49,16 +49,16 @@ def _r(x: float) -> float | None:
     return None if pd.isna(x) else round(float(x), 6)
 
 
-def summarize(runs: pd.DataFrame, *, boundary_width: int, n_boot: int,
-              boot_seed: int, published: pd.DataFrame | None = None) -> dict[str, object]:
+def summarize(runs: pd.DataFrame, *, boundary_width: int, boundary: Boundary | None,
+              published: pd.DataFrame | None = None) -> dict[str, object]:
     """DVC metrics for ``dvc exp show``: counts, accuracy, medians of GS/DI, phase shares.
 
     The two ends of the attention-rate grid are summarised separately (GS, DI and the circles'
     mean FVE by Q_clock and Q_pizza), so the trend (pizza at low α, clock at high α) is visible
     in one row per experiment. The ``boundary`` block is the fitted pizza/clock line of figure 2
-    (:func:`clockpizza.results.boundary.boundary_block`), with its transition α read at
-    ``boundary_width`` (render.fig1_width) and a band from ``n_boot`` bootstrap resamples drawn
-    with ``boot_seed``. With ``published`` (the paper's runs,
+    (``boundary``, :func:`clockpizza.results.boundary.fit_main` of ``runs``;
+    :func:`~clockpizza.results.boundary.boundary_block`), with its transition α read at
+    ``boundary_width`` (render.fig1_width). With ``published`` (the paper's runs,
     :func:`clockpizza.results.paper_compare.read_published_runs`) a ``paper`` block says in how
     many α tenths our medians are within tolerance of the paper's
     (:func:`~clockpizza.results.paper_compare.paper_block`).
@@ -82,7 +82,7 @@ def summarize(runs: pd.DataFrame, *, boundary_width: int, n_boot: int,
             "fve_clock_median": _r(at["fve_clock_mean"].median()),
             "fve_pizza_median": _r(at["fve_pizza_mean"].median()),
         }
-    out["boundary"] = boundary_block(runs, boundary_width, n_boot=n_boot, boot_seed=boot_seed)
+    out["boundary"] = boundary_block(runs, boundary_width, boundary)
     if published is not None:
         out["paper"] = paper_block(runs, published)
     return out

@@ -54,6 +54,7 @@ from clockpizza.io.table import (
     write_table,
     write_text,
 )
+from clockpizza.results.boundary import boundary_to_json, fit_main
 from clockpizza.results.phases import summarize
 from clockpizza.science.data import make_dataset
 from clockpizza.science.grid import train_grid
@@ -164,8 +165,10 @@ def measure(params: Params, widths: list[int], runs_root: Path, dataset: pd.Data
     write_table(out / "circles.parquet", tables.circles, CIRCLES_SCHEMA)
     write_table(out / "dynamics.parquet", tables.dynamics, DYNAMICS_SCHEMA)
     b = params.boundary
+    fit = fit_main(tables.runs, n_boot=b.n_boot, boot_seed=b.boot_seed)
+    write_json(out / "boundary.json", boundary_to_json(fit))
     write_json(out / "summary.json", summarize(tables.runs, boundary_width=params.render.fig1_width,
-                                               n_boot=b.n_boot, boot_seed=b.boot_seed))
+                                               boundary=fit))
     return tables.runs
 
 

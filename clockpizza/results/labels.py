@@ -1,0 +1,35 @@
+"""The phase labels of measured runs: the summarise stage's cheap half of the runs table.
+
+The metrics stage measures (metrics/measured.parquet, metrics/snapshots.parquet); this module
+applies the phase rule in force (``phase:`` of params.yaml) to those tables, without reading a
+model. Torch-free.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from clockpizza.io.params import PhaseConfig
+from clockpizza.results.dynamics import RUN_COLUMNS, settle_columns, snapshot_phase
+from clockpizza.results.phases import classify
+
+
+def label_tables(runs: pd.DataFrame, dynamics: pd.DataFrame,
+                 rule: PhaseConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The measured runs and dynamics with their phase labels by ``rule``: the phase of each
+    run (a diverged run is non-circular), of each snapshot, and when each run settled. Cheap:
+    no model is read."""
+    runs = runs.copy()
+    full_acc = runs.pop("full_test_acc_step")
+    runs["phase"] = classify(runs, rule)
+    runs.loc[runs["diverged"], "phase"] = "non-circular"
+    dynamics = dynamics.copy()
+    dynamics["phase"] = (snapshot_phase(dynamics, rule) if len(dynamics)
+                         else pd.Series(dtype=object))
+    settled = settle_columns(dynamics)
+    runs = runs.merge(settled, on="run_id", how="left")
+    runs["full_test_acc_step"] = full_acc.to_numpy()
+    for col in RUN_COLUMNS:
+        runs[col] = runs[col].fillna(False if col == "phase_switched" else -1)
+    runs["phase_switched"] = runs["phase_switched"].astype(bool)
+    return runs, dynamics
