@@ -7,6 +7,11 @@ from pathlib import Path
 import pandas as pd
 
 from clockpizza.figures.example_plots import example_figure
+from clockpizza.figures.paper_scale import (
+    PS_FIGURES,
+    paper_scale_context,
+    paper_scale_figures,
+)
 from clockpizza.figures.plots import save
 from clockpizza.figures.report import (
     ALL_FIGURES,
@@ -24,6 +29,7 @@ from clockpizza.io.table import (
     DYNAMICS_SCHEMA,
     EXAMPLE_TABLES,
     PAPER_MODELS_SCHEMA,
+    PAPER_SCALE_SCHEMA,
     read_runs_table,
     read_table,
     write_text,
@@ -35,6 +41,9 @@ TABLE, FIGURES, REPORT = "metrics/runs.parquet", "report/figures", "report/READM
 CIRCLES, EXAMPLES = "metrics/circles.parquet", "metrics/examples"
 DYNAMICS = "metrics/dynamics.parquet"
 BOUNDARY = "metrics/boundary.json"  # fitted once, by the summarise stage
+# The paper-length runs shipped under results/, as the summarise stage read them.
+PS_RUNS, PS_SUMMARY = "metrics/paper_scale_runs.parquet", "metrics/paper_scale.json"
+PS_BOUNDARY = "metrics/paper_scale_boundary.json"
 # The training wall time recorded by the metrics stage (clockpizza.figures.report.load_timing).
 TIMING = "metrics/timing.json"
 # The paper: its published runs (in git), its models measured (stage paper_models) and the
@@ -84,16 +93,23 @@ def main() -> None:
                 role, pex["embedding"], pex["correct_logits"], pex["attention"], paper_circles,
                 models.loc[runid].rename({"paper_runid": "run_id"}))
         paper_side = (paper.models, paper_circles)
+    ps_runs = read_table(PS_RUNS, PAPER_SCALE_SCHEMA, "summarise")
+    figures |= paper_scale_figures(
+        ps_runs, boundary_from_json(json.loads(Path(PS_BOUNDARY).read_text())), paper.published)
     for stem, fig in figures.items():
         save(fig, f"{FIGURES}/{stem}")
-    for stem in set(ALL_FIGURES) - set(figures):  # a figure whose data left the table goes too
+    # a figure whose data left the tables goes too
+    for stem in {*ALL_FIGURES, *PS_FIGURES} - set(figures):
         for ext in (".png", ".svg"):
             Path(FIGURES, stem + ext).unlink(missing_ok=True)
     paths = {stem: f"figures/{stem}.png" for stem in figures}
     examples = examples_context(runs, circles, chosen, paths, paper_side)
     write_text(REPORT, build_report(runs, paths, params.render.fig1_width, boundary=boundary,
                                     timing=load_timing(TIMING), examples=examples, paper=paper,
-                                    rule=params.phase, dynamics=dynamics))
+                                    rule=params.phase, dynamics=dynamics,
+                                    paper_scale=paper_scale_context(
+                                        ps_runs, json.loads(Path(PS_SUMMARY).read_text()),
+                                        paths, paper.published)))
     print(f"[render] {len(figures)} figures -> {FIGURES}/, report -> {REPORT}")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -217,6 +218,25 @@ def test_rerun_is_a_no_op_and_growing_the_grid_trains_only_new_runs(repo: Path) 
     assert (merged.gradient_symmetricity == merged.gradient_symmetricity_new).all()
     set_params(repo, width=SCIENCE["width"])
     run(["dvc", "repro"], repo)  # back to the original grid, from cache, for later tests
+
+
+def test_a_boundary_or_phase_change_reruns_only_the_cheap_stages(repo: Path) -> None:
+    # The boundary's bootstrap and the phase thresholds are read after measuring: changing
+    # them measures no model again (the metrics stage's table keeps its bytes).
+    original = (repo / "params.yaml").read_text()
+    measured = (repo / "metrics/measured.parquet").read_bytes()
+    try:
+        set_params(repo, boundary__n_boot=7)
+        ran = set(re.findall(r"Running stage '(\w+)'", run(["dvc", "repro"], repo).stdout))
+        assert ran == {"check", "summarise", "render"}, ran
+        assert json.loads((repo / "metrics/boundary.json").read_text())["n_boot"] == 7
+        set_params(repo, phase__pizza_min_gs=0.95)
+        ran = set(re.findall(r"Running stage '(\w+)'", run(["dvc", "repro"], repo).stdout))
+        assert "summarise" in ran and not ran & {"dataset", "train", "metrics"}, ran
+        assert (repo / "metrics/measured.parquet").read_bytes() == measured
+    finally:
+        (repo / "params.yaml").write_text(original)
+        run(["dvc", "repro"], repo)  # back to the original params, for later tests
 
 
 def test_a_damaged_run_is_reported_by_name(repo: Path) -> None:

@@ -751,7 +751,8 @@ def build_report(runs: pd.DataFrame, figures: Mapping[str, str], fig1_width: int
                  timing: Mapping[str, object] | None = None,
                  examples: list[dict[str, Any]] | None = None,
                  paper: PaperInputs | None = None, rule: PhaseConfig | None = None,
-                 dynamics: pd.DataFrame | None = None) -> str:
+                 dynamics: pd.DataFrame | None = None,
+                 paper_scale: Mapping[str, Any] | None = None) -> str:
     """The markdown report (``templates/report.md.j2``).
 
     ``figures`` maps the stems in :data:`ALL_FIGURES` that were drawn to paths relative to the
@@ -760,7 +761,9 @@ def build_report(runs: pd.DataFrame, figures: Mapping[str, str], fig1_width: int
     summary.json show the same one). ``timing`` is the optional :func:`load_timing`
     record; ``examples`` figure 3's :func:`examples_context`; ``paper`` what is known of the
     paper's models and runs; ``rule`` the phase rule in force (for the section that applies it
-    to the paper's runs); ``dynamics`` the snapshots' metrics (the training-dynamics section).
+    to the paper's runs); ``dynamics`` the snapshots' metrics (the training-dynamics section);
+    ``paper_scale`` the shipped paper-length runs'
+    :func:`clockpizza.figures.paper_scale.paper_scale_context` (its section comes first).
     """
     paper = paper or PaperInputs()
     main = main_runs(runs)
@@ -770,6 +773,7 @@ def build_report(runs: pd.DataFrame, figures: Mapping[str, str], fig1_width: int
         "paper": {"steps": PAPER_STEPS, "width": PAPER_WIDTH, "alpha_star": PAPER_ALPHA_STAR,
                   "pizza_gs": PAPER_PIZZA[GS], "pizza_di": PAPER_PIZZA[DI],
                   "clock_gs": PAPER_CLOCK[GS], "clock_di": PAPER_CLOCK[DI]},
+        "ps": paper_scale,
         "run": _run_context(runs, main),
         "headline": _headline_context(main),
         "fig1": None if main.empty else _fig1_context(main, figures, fig1_width, n_published),

@@ -71,6 +71,10 @@ RUNS_SCHEMA = pa.schema([
 ])
 RUN_COLUMNS: tuple[str, ...] = tuple(RUNS_SCHEMA.names)
 
+# The paper-length runs shipped under results/ in one table (metrics/paper_scale_runs.parquet):
+# the runs table and the results folder each row came from.
+PAPER_SCALE_SCHEMA = RUNS_SCHEMA.append(pa.field("source", pa.string()))
+
 # What the metrics stage measures (metrics/measured.parquet): the runs table without the columns
 # the phase rule decides, which the summarise stage adds; so a changed phase threshold or
 # bootstrap size measures no model again.

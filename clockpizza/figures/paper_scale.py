@@ -1,0 +1,109 @@
+"""The report's "Paper scale" section: the paper-length runs shipped under results/, drawn and
+compared with the paper (pure functions of the summarise stage's tables; torch-free).
+
+Its figures are the paper's figure 1 at width 128 (the published runs behind ours) and figure 2
+over the shipped widths with the boundary the summarise stage fitted; its tables say what made
+each results folder, GS and DI medians per width and α, and the α tenths at width 128 against
+the published runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from clockpizza.figures.plots import DI, GS, fixed_width, phase_diagram
+from clockpizza.results.boundary import Boundary
+from clockpizza.results.paper_compare import PAPER_WIDTH, medians_by_width, tenth_table
+from clockpizza.results.selection import main_runs
+
+PS_FIG1, PS_FIG2 = "paper_scale_fig1_w128", "paper_scale_fig2_phase_diagram"
+PS_FIGURES = (PS_FIG1, PS_FIG2)
+# How to make (or grow) the shipped results: the command the report names when there are none.
+PS_COMMAND = ("python -m clockpizza.tools.paper_scale --preset paper_cpu_narrow "
+              "--out results/paper_cpu_narrow")
+
+
+def paper_scale_figures(runs: pd.DataFrame, boundary: Boundary | None,
+                        published: pd.DataFrame | None) -> dict[str, Figure]:
+    """Figure 1 at the shipped width nearest 128 and figure 2 over the shipped widths; none
+    without shipped one-layer runs."""
+    main = main_runs(runs)
+    if main.empty:
+        return {}
+    out = {PS_FIG1: fixed_width(main, PAPER_WIDTH, published)}
+    if main["width"].nunique() > 1:
+        out[PS_FIG2] = phase_diagram(main, boundary)
+    return out
+
+
+def _f(x: object) -> str:
+    return "n/a" if x is None or pd.isna(x) else f"{float(x):.3f}"
+
+
+def _source_row(s: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "name": s["name"], "runs": s["runs"],
+        "widths": ", ".join(map(str, s["widths"])), "seeds": ", ".join(map(str, s["seeds"])),
+        "alphas": s["attn_rates"], "steps": ", ".join(f"{x:,}".replace(",", " ")
+                                                      for x in s["steps"]),
+        "protocol": "own weights and split per run" if s["own_weights_and_split"]
+        else "shared start",
+        "machine": "; ".join(s["devices"]) + " (" + "; ".join(s["cpus"]) + ", "
+                   + "/".join(map(str, s["threads"])) + " threads)",
+        "engine": "/".join(s["engines"]) + ", " + "/".join(s["precisions"]),
+        "hours": s["train_hours"], "commits": ", ".join(c[:10] + ("+dirty" if "dirty" in c else "")
+                                                        for c in s["commits"]),
+        "command": s["command"],
+    }
+
+
+def paper_scale_context(runs: pd.DataFrame, summary: Mapping[str, Any],
+                        figures: Mapping[str, str],
+                        published: pd.DataFrame | None) -> dict[str, Any]:
+    """The section's numbers: ``runs`` (metrics/paper_scale_runs.parquet), ``summary``
+    (metrics/paper_scale.json), ``figures`` the stems drawn -> paths."""
+    main = main_runs(runs)
+    ctx: dict[str, Any] = {"n": len(main), "command": PS_COMMAND,
+                           "sources": [_source_row(s) for s in summary.get("sources", [])]}
+    if main.empty:
+        return ctx
+    widths = sorted(int(w) for w in main["width"].unique())
+    med = medians_by_width(main)
+    rows = []
+    for a, g in med.groupby("attn_rate", sort=True):
+        by_w = g.set_index("width")
+        rows.append({"alpha": a, "cells": [
+            (f"{by_w.loc[w, 'gs_median']:.2f} / {by_w.loc[w, 'di_median']:.2f} "
+             f"({int(by_w.loc[w, 'runs'])})") if w in by_w.index else "–" for w in widths]})
+    ctx.update({"widths": widths, "medians": rows,
+                "fig1": figures.get(PS_FIG1), "fig2": figures.get(PS_FIG2)})
+    shares = summary.get("phase_share_by_width", {})
+    ctx["shares"] = [{"width": w, **{k.replace("-", "_"): shares.get(str(w), {}).get(k)
+                                     for k in ("pizza", "clock", "non-circular")}}
+                     for w in widths]
+    b = summary.get("boundary", {})
+    ctx["boundary"] = {
+        "fitted": b.get("intercept") is not None,
+        "by_width": [{"width": w, "alpha": _f(summary["transition_by_width"].get(str(w)))}
+                     for w in widths],
+        "alpha_128": _f(b.get("transition_attn_rate")),
+        "lo": _f(b.get("transition_attn_rate_lo")), "hi": _f(b.get("transition_attn_rate_hi")),
+        "shift": b.get("alpha_shift_per_doubling"), "n_runs": b.get("n_runs"),
+        "extrapolated": b.get("extrapolated"),
+    }
+    if published is not None and PAPER_WIDTH in widths:
+        table = tenth_table(main[main["width"] == PAPER_WIDTH], published, PAPER_WIDTH)
+        both = table[(table["our_runs"] > 0) & (table["paper_runs"] > 0)]
+        ctx["tenths"] = {"rows": table.to_dict("records"), "within": int(both["within"].sum()),
+                         "compared": len(both)}
+    pz = summary.get("pizza_di", {})
+    ctx["pizza_di"] = [{"who": ("the paper, width 128" if k == "paper_w128"
+                                else f"ours, width {k.removeprefix('ours_w')}"),
+                        **{q: _f(v[q]) for q in ("q25", "median", "q75")}, "n": v["n"]}
+                       for k, v in pz.items()]
+    ctx["gs"], ctx["di"] = GS, DI
+    return ctx

@@ -1,0 +1,145 @@
+"""The paper-length results shipped in git under ``results/<name>/`` (no weights), read as one
+table for the report's "Paper scale" section. Torch-free.
+
+Each folder is what ``python -m clockpizza.tools.paper_scale`` writes: ``runs.parquet`` and
+``dynamics.parquet`` (the metrics tables of its finished widths), ``provenance.parquet`` (per run:
+device, CPU, threads, engine, precision, wall time, commit) and ``meta.json`` (the command and
+which widths are done). The runs are labelled again here by the phase rule in force, so the
+paper-scale section and the live grid always use one rule.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from clockpizza.io.params import PhaseConfig
+from clockpizza.io.table import LABELLED_COLUMNS, RUN_COLUMNS
+from clockpizza.results.boundary import Boundary, boundary_block
+from clockpizza.results.labels import label_tables
+from clockpizza.results.paper_compare import DI, GS, PAPER_WIDTH, TOL_DI, TOL_GS, tenth_table
+from clockpizza.results.selection import main_runs
+
+RESULTS = Path("results")
+FILES = ("runs.parquet", "dynamics.parquet", "provenance.parquet", "meta.json")
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """One results folder."""
+
+    name: str
+    runs: pd.DataFrame  # runs table rows, relabelled
+    provenance: pd.DataFrame
+    meta: dict[str, Any]
+
+
+def shipped_folders(root: str | Path = RESULTS) -> list[Path]:
+    """The folders of ``root`` that hold a paper-scale table (every file of :data:`FILES`), by
+    name; a folder with some but not all of them is an error naming what is missing."""
+    out = []
+    for folder in sorted(p for p in Path(root).glob("*") if p.is_dir()):
+        have = [f for f in FILES if (folder / f).is_file()]
+        if not have or have == ["meta.json"]:
+            continue  # another kind of result (e.g. results/mid_alpha)
+        missing = [f for f in FILES if f not in have]
+        if missing:
+            raise FileNotFoundError(f"{folder}: a paper-scale results folder without "
+                                    f"{', '.join(missing)} (python -m clockpizza.tools."
+                                    "paper_scale writes them all after each width)")
+        out.append(folder)
+    return out
+
+
+def read_shipped(folder: Path, rule: PhaseConfig) -> Shipped:
+    """A results folder, its runs labelled by ``rule``."""
+    runs = pd.read_parquet(folder / "runs.parquet")
+    missing = [c for c in RUN_COLUMNS if c not in runs.columns]
+    if missing:
+        raise ValueError(f"{folder / 'runs.parquet'}: missing columns {missing}")
+    dynamics = pd.read_parquet(folder / "dynamics.parquet").drop(columns="phase")
+    measured = runs.drop(columns=list(LABELLED_COLUMNS))
+    labelled, _ = label_tables(measured, dynamics, rule)
+    return Shipped(folder.name, labelled[list(RUN_COLUMNS)],
+                   pd.read_parquet(folder / "provenance.parquet"),
+                   json.loads((folder / "meta.json").read_text()))
+
+
+def combined_runs(shipped: list[Shipped]) -> pd.DataFrame:
+    """Every shipped run in one runs table, with the folder it came from (``source``)."""
+    frames = [s.runs.assign(source=s.name) for s in shipped if len(s.runs)]
+    if not frames:
+        return pd.DataFrame(columns=[*RUN_COLUMNS, "source"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def provenance_summary(s: Shipped) -> dict[str, Any]:
+    """What made a results folder, in one record: the command, the grid, the machine, the
+    training wall time (each chunk counted once) and the commits."""
+    p = s.provenance
+    chunks = p.drop_duplicates(["width", "seed", "chunk_wall_s", "chunk_models"])
+    return {
+        "name": s.name, "command": s.meta.get("command", ""), "runs": len(s.runs),
+        "widths": sorted(int(w) for w in s.runs["width"].unique()),
+        "seeds": sorted(int(x) for x in s.runs["seed"].unique()),
+        "attn_rates": len(s.runs["attn_rate"].unique()),
+        "steps": sorted(int(x) for x in s.runs["steps"].unique()),
+        "own_weights_and_split": bool(s.runs["init_per_run"].all()
+                                      and s.runs["split_per_run"].all()),
+        "devices": sorted(set(p["device"])), "cpus": sorted(set(p["cpu"])),
+        "threads": sorted(int(t) for t in set(p["threads"])),
+        "engines": sorted(set(p["engine"])), "precisions": sorted(set(p["precision"])),
+        "train_hours": round(float(chunks["chunk_wall_s"].sum()) / 3600, 2),
+        "commits": sorted(set(p["commit"])), "torch": sorted(set(p["torch"])),
+        "widths_done": s.meta.get("widths_done", []),
+    }
+
+
+def _r(x: float) -> float | None:
+    return round(float(x), 4) if pd.notna(x) else None
+
+
+def _quartiles(values: pd.Series) -> dict[str, Any]:
+    if values.empty:
+        return {"n": 0, "q25": None, "median": None, "q75": None}
+    q = values.quantile([0.25, 0.5, 0.75])
+    return {"n": len(values), "q25": _r(q[0.25]), "median": _r(q[0.5]), "q75": _r(q[0.75])}
+
+
+def paper_scale_summary(shipped: list[Shipped], runs: pd.DataFrame, boundary: Boundary | None,
+                        published: pd.DataFrame, rule: PhaseConfig) -> dict[str, Any]:
+    """metrics/paper_scale.json: what made each results folder, and what the runs say against
+    the paper: per (width, α) medians, the α tenths at width 128 against the published runs,
+    the fitted boundary read at every width, and the pizzas' DI beside the paper's."""
+    out: dict[str, Any] = {"sources": [provenance_summary(s) for s in shipped],
+                           "runs": len(runs)}
+    main = main_runs(runs)
+    if main.empty:
+        return out
+    widths = sorted(int(w) for w in main["width"].unique())
+    out["boundary"] = boundary_block(main, PAPER_WIDTH, boundary)
+    out["transition_by_width"] = {
+        str(w): (_r(boundary.transition_attn_rate(w)) if boundary is not None else None)
+        for w in widths}
+    out["phase_share_by_width"] = {
+        str(w): {ph: _r((g["phase"] == ph).mean()) for ph in ("pizza", "clock", "non-circular")}
+        for w, g in main.groupby("width")}
+    if PAPER_WIDTH in widths:
+        at = main[main["width"] == PAPER_WIDTH]
+        table = tenth_table(at, published, PAPER_WIDTH)
+        both = table[(table["our_runs"] > 0) & (table["paper_runs"] > 0)]
+        out["paper_tenths"] = {"width": PAPER_WIDTH, "compared": len(both),
+                               "within": int(both["within"].sum()),
+                               "tol_gs": TOL_GS, "tol_di": TOL_DI}
+    learned = ((published["test_acc"] >= rule.min_test_acc)
+               & (published["circularity"] >= rule.min_circularity))
+    paper_pizza = published[learned & (published[GS] >= rule.pizza_min_gs)
+                            & (published[DI] <= rule.pizza_max_di)]
+    out["pizza_di"] = {"paper_w128": _quartiles(paper_pizza[DI]),
+                       **{f"ours_w{w}": _quartiles(g.loc[g["phase"] == "pizza", DI])
+                          for w, g in main.groupby("width")}}
+    return out

@@ -1,0 +1,145 @@
+"""The shipped paper-length results: the tool that makes them (a dry run), and the report's
+"Paper scale" section drawn from whatever results/ holds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from fake_runs import make_runs
+
+from clockpizza.figures.paper_scale import (
+    PS_FIG1,
+    PS_FIG2,
+    paper_scale_context,
+    paper_scale_figures,
+)
+from clockpizza.figures.report import build_report
+from clockpizza.io.params import Params
+from clockpizza.io.table import DYNAMICS_SCHEMA, write_json, write_runs_table, write_table
+from clockpizza.results.boundary import fit_main
+from clockpizza.results.paper_compare import read_published_runs
+from clockpizza.results.shipped import (
+    combined_runs,
+    paper_scale_summary,
+    read_shipped,
+    shipped_folders,
+)
+from clockpizza.tools import paper_scale
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = Params.parse(yaml.safe_load((ROOT / "params.yaml").read_text()))
+PUBLISHED = read_published_runs(ROOT / "paper/published_runs_fixed_width.csv")
+TENTHS = [i / 10 for i in range(11)]  # the paper_cpu presets' attention rates
+
+
+def ship(folder: Path, runs: pd.DataFrame) -> None:
+    """A results folder as the tool writes it, from a constructed runs table."""
+    runs = runs.assign(init_per_run=True, split_per_run=True, steps=20000)
+    write_runs_table(folder / "runs.parquet", runs)
+    write_table(folder / "dynamics.parquet", pd.DataFrame(columns=DYNAMICS_SCHEMA.names),
+                DYNAMICS_SCHEMA)
+    prov = runs[["run_id", "width", "seed", "attn_rate", "device", "engine", "precision",
+                 "steps"]].assign(cpu="AMD EPYC", threads=2, chunk_wall_s=100.0 * runs["width"],
+                                  chunk_models=11, resumed_from=0, commit="abc123" * 6,
+                                  torch="2.13.0+cpu", trained_by="test")
+    prov.to_parquet(folder / "provenance.parquet")
+    write_json(folder / "meta.json", {"command": "python -m clockpizza.tools.paper_scale x",
+                                      "widths_done": sorted(set(runs["width"]))})
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    root = tmp_path / "results"
+    ship(root / "narrow", make_runs(alphas=TENTHS, widths=(32, 64), seeds=(0, 1), seed=3))
+    ship(root / "w128", make_runs(alphas=TENTHS, widths=(128,), seeds=(0,), seed=4))
+    (root / "mid_alpha").mkdir()
+    (root / "mid_alpha" / "mid_alpha.csv").write_text("a,b\n")  # another kind: left alone
+    return root
+
+
+def test_every_shipped_folder_is_read_and_relabelled_by_the_rule_in_force(results: Path) -> None:
+    folders = shipped_folders(results)
+    assert [f.name for f in folders] == ["narrow", "w128"]
+    shipped = [read_shipped(f, PARAMS.phase) for f in folders]
+    runs = combined_runs(shipped)
+    assert len(runs) == sum(len(pd.read_parquet(f / "runs.parquet")) for f in folders)
+    assert set(runs["source"]) == {"narrow", "w128"}
+    # a stricter pizza rule turns the low-GS pizzas into clocks, without retraining anything
+    strict = PARAMS.phase.__class__(**{**PARAMS.phase.__dict__, "pizza_min_gs": 0.999})
+    stricter = combined_runs([read_shipped(f, strict) for f in folders])
+    assert (stricter["phase"] == "pizza").sum() < (runs["phase"] == "pizza").sum()
+
+
+def test_a_half_written_results_folder_is_named(results: Path) -> None:
+    (results / "w128" / "provenance.parquet").unlink()
+    with pytest.raises(FileNotFoundError, match=r"w128: .*provenance\.parquet"):
+        shipped_folders(results)
+
+
+def test_the_section_compares_width_128_with_the_paper_and_says_what_made_it(
+        results: Path) -> None:
+    shipped = [read_shipped(f, PARAMS.phase) for f in shipped_folders(results)]
+    runs = combined_runs(shipped)
+    b = fit_main(runs, n_boot=20)
+    summary = paper_scale_summary(shipped, runs, b, PUBLISHED, PARAMS.phase)
+    # each batch (a width and seed: 100 s × width here) counted once, not once per run
+    assert [s["train_hours"] for s in summary["sources"]] == [
+        round(100 * (32 + 32 + 64 + 64) / 3600, 2), round(100 * 128 / 3600, 2)]
+    assert summary["paper_tenths"]["compared"] == 10
+    assert set(summary["transition_by_width"]) == {"32", "64", "128"}
+    figures = paper_scale_figures(runs, b, PUBLISHED)
+    assert set(figures) == {PS_FIG1, PS_FIG2}
+    paths = {stem: f"figures/{stem}.png" for stem in figures}
+    ctx = paper_scale_context(runs, json.loads(json.dumps(summary)), paths, PUBLISHED)
+    report = build_report(make_runs(), {}, 128, paper_scale=ctx)
+    assert report.index("## Paper scale") < report.index("# Your run")
+    assert f"{summary['paper_tenths']['within']} of 10 tenths match" in report
+    assert "| `results/w128` | 11 | 128 | 0 | 11 | 20 000 |" in report
+    assert f"![paper-scale figure 2](figures/{PS_FIG2}.png)" in report
+
+
+def test_without_shipped_results_the_section_says_how_to_make_them(tmp_path: Path) -> None:
+    assert shipped_folders(tmp_path) == []
+    ctx = paper_scale_context(combined_runs([]), paper_scale_summary([], combined_runs([]),
+                                                                     None, PUBLISHED,
+                                                                     PARAMS.phase), {}, None)
+    report = build_report(make_runs(), {}, 128, paper_scale=ctx)
+    assert "No paper-length results are shipped" in report
+    assert "--preset paper_cpu_narrow" in report
+
+
+def test_the_tool_trains_width_by_width_resumes_and_records_provenance(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["--preset", "paper_cpu_narrow", "--out", str(out), "--dry-run",
+            "--params", str(ROOT / "params.yaml")]
+    assert paper_scale.main(args) == 0
+    runs = pd.read_parquet(out / "runs.parquet")
+    prov = pd.read_parquet(out / "provenance.parquet")
+    assert sorted(runs["width"].unique()) == [8, 16]  # the dry run's widths
+    assert runs["init_per_run"].all() and runs["split_per_run"].all()  # the paper's protocol
+    assert set(prov["run_id"]) == set(runs["run_id"])
+    for col in ("device", "cpu", "engine", "precision", "chunk_wall_s", "commit", "torch"):
+        assert prov[col].notna().all(), col
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["widths_done"] == [8, 16] and "--preset paper_cpu_narrow" in meta["command"]
+    assert (out / ".gitignore").read_text() == "/runs/\n"
+    before = (out / "runs.parquet").read_bytes()
+    assert paper_scale.main(args) == 0  # a rerun reuses every run: the same table
+    assert (out / "runs.parquet").read_bytes() == before
+    assert pd.read_parquet(out / "provenance.parquet").equals(prov)
+
+
+def test_the_tool_refuses_to_mix_two_grids_in_one_folder(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    base = ["--out", str(out), "--dry-run", "--params", str(ROOT / "params.yaml")]
+    assert paper_scale.main(["--preset", "paper_cpu_narrow", *base]) == 0
+    assert paper_scale.main(["--preset", "paper_cpu_narrow", *base,
+                             "--set", "train.lr=0.002"]) == 2
+    assert "params.yaml: made with other params" in capsys.readouterr().err
+    assert paper_scale.main(["--preset", "nope", *base]) == 2
+    assert "allowed: " in capsys.readouterr().err
