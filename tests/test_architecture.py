@@ -125,3 +125,41 @@ def test_import_contracts_fail_when_figures_import_torch(tmp_path: Path) -> None
     r = _lint_imports(tmp_path)
     assert r.returncode != 0
     assert "never import torch" in r.stdout and "BROKEN" in r.stdout
+
+
+def import_cycles(root: Path = ROOT) -> list[list[str]]:
+    """Cycles among the package's modules, function-level imports included (the parent
+    packages an import runs on the way are not counted: they hold no code)."""
+    modules = {p.relative_to(root).with_suffix("").as_posix().replace("/", ".")
+               .removesuffix(".__init__"): p for p in (root / PACKAGE).rglob("*.py")}
+    graph = {m: {i for i in _imports(p, root) if i in modules and i != m
+                 and _module_file(i, root).name != "__init__.py"}  # type: ignore[union-attr]
+             for m, p in modules.items()}
+    cycles, state = [], dict.fromkeys(graph, 0)  # 0 new, 1 on the stack, 2 done
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for n in sorted(graph[m]):
+            if state[n] == 1:
+                cycles.append([*stack[stack.index(n):], n])
+            elif state[n] == 0:
+                visit(n, [*stack, n])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if state[m] == 0:
+            visit(m, [m])
+    return cycles
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    assert import_cycles() == []
+
+
+def test_the_cycle_check_sees_a_function_level_import(tmp_path: Path) -> None:
+    pkg = tmp_path / PACKAGE
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from clockpizza import b\n")
+    (pkg / "b.py").write_text("def f():\n    from clockpizza.a import x\n")
+    assert import_cycles(tmp_path) == [["clockpizza.a", "clockpizza.b", "clockpizza.a"]]

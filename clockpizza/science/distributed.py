@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from clockpizza.io.params import TrainConfig
-from clockpizza.science.grid import ChunkJob, ChunkResult, GridPlan, train_chunk
+from clockpizza.science.chunks import Backend, ChunkJob, ChunkResult, GridPlan, train_chunk
 
 # A task whose worker died is run again from its start this many times, then the stage fails
 # (naming the chunk). Three is Ray's own default; a chunk that kills its worker four times
@@ -156,3 +156,11 @@ def run_ray(plan: GridPlan, dataset: pd.DataFrame, t: TrainConfig,
         if on_progress is not None:
             in_flight = ray.get(progress.total_of.remote(sorted(pending.values())))
             on_progress(finished + in_flight)
+
+
+@contextlib.contextmanager
+def ray_backend(t: TrainConfig) -> Iterator[Backend]:
+    """The chunks as Ray tasks on the cluster of :func:`cluster`, for as long as it is open."""
+    with cluster(t) as share:
+        yield Backend(share.memory, share.plan_device, lambda plan, dataset, on_progress:
+                      run_ray(plan, dataset, t, on_progress))

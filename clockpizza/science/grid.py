@@ -12,11 +12,8 @@ alone has the bits it has trained among its group (on CPU; tests/test_grid.py ch
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import logging
-import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -32,65 +29,21 @@ from clockpizza.io.params import (
     shape_groups,
 )
 from clockpizza.io.store import RunError, read_snapshots, write_run
+from clockpizza.science import distributed
 from clockpizza.science.architectures import model_config, param_shapes
-from clockpizza.science.runs import read_spec_run, run_config, train_mask
-from clockpizza.science.train import (
-    SplitTensors,
-    describe_device,
-    plan_chunks,
-    resolve_device,
-    train_group,
+from clockpizza.science.chunks import (
+    Backend,
+    ChunkJob,
+    ChunkResult,
+    GridPlan,
+    Progress,
+    chunk_id,
+    local_backend,
 )
+from clockpizza.science.runs import read_spec_run, run_config
+from clockpizza.science.train import plan_chunks, resolve_device
 
 CHECKPOINTS = Path(".checkpoints")
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ChunkJob:
-    """One unit of work (a Ray task, or one step of the local loop): a chunk of a shape group
-    and the settings that train it. Plain values only, so it pickles to a Ray worker."""
-
-    specs: tuple[RunSpec, ...]
-    name: str  # <group>-<chunk id>: names its checkpoint and its task
-    p: int
-    train_frac: float
-    eval_every: int
-    snapshot_at: tuple[int, ...]
-    device: str  # train.device, resolved where the chunk trains
-    checkpoint_seconds: float
-
-    @property
-    def model_steps(self) -> int:
-        return len(self.specs) * self.specs[0].steps
-
-
-@dataclass
-class ChunkResult:
-    """A trained chunk as plain CPU tensors and frames: what a Ray task sends back."""
-
-    weights: list[dict[str, torch.Tensor]]  # one {name: tensor} per run, in job order
-    history: list[pd.DataFrame]
-    snapshots: list[dict[int, dict[str, torch.Tensor]]]
-    device: str  # describe_device of where it trained
-    wall_s: float
-    resumed_from: int = 0
-
-
-@dataclass
-class GridPlan:
-    """The runs of a grid still to train, in chunks, and the whole runs that are reused."""
-
-    jobs: list[ChunkJob]
-    reused: list[Path] = field(default_factory=list)
-
-    @property
-    def model_steps(self) -> int:
-        return sum(j.model_steps for j in self.jobs)
-
-    @property
-    def n_runs(self) -> int:
-        return sum(len(j.specs) for j in self.jobs)
 
 
 def run_dir(runs_root: str | Path, spec: RunSpec) -> Path:
@@ -169,29 +122,6 @@ def _n_train(params: Params, dataset: pd.DataFrame) -> int:
     return int(dataset["is_train"].sum())
 
 
-def train_chunk(job: ChunkJob, dataset: pd.DataFrame, *, checkpoint: Path | None = None,
-                on_progress: Callable[[int], None] | None = None,
-                device: torch.device | None = None) -> ChunkResult:
-    """Train one chunk; ``on_progress(model_steps)`` counts this chunk's model-steps."""
-    device = resolve_device(job.device) if device is None else device
-    specs = list(job.specs)
-    data = group_data(specs, dataset, job.p, job.train_frac, device)
-    n = len(specs)
-    started = time.perf_counter()
-    result = train_group(specs, data, device, eval_every=job.eval_every,
-                         on_progress=None if on_progress is None
-                         else (lambda step: on_progress(n * step)),
-                         checkpoint=checkpoint, checkpoint_seconds=job.checkpoint_seconds,
-                         snapshot_at=job.snapshot_at)
-    weights = [{k: v.detach().to("cpu", copy=True).contiguous()
-                for k, v in result.model.model_params(i).items()} for i in range(n)]
-    return ChunkResult(weights=weights, history=result.history,
-                       snapshots=[result.model_snapshots(i) for i in range(n)],
-                       device=describe_device(device),
-                       wall_s=round(time.perf_counter() - started, 3),
-                       resumed_from=result.resumed_from)
-
-
 def write_chunk(job: ChunkJob, result: ChunkResult, runs_root: str | Path) -> list[Path]:
     """Write every run of a trained chunk, each directory atomically (the driver's job)."""
     cfg = model_config(job.specs[0])
@@ -209,28 +139,6 @@ def write_chunk(job: ChunkJob, result: ChunkResult, runs_root: str | Path) -> li
     return paths
 
 
-def run_local(plan: GridPlan, dataset: pd.DataFrame, checkpoints: Path,
-              on_progress: Callable[[int], None] | None = None
-              ) -> Iterator[tuple[ChunkJob, ChunkResult]]:
-    """The local backend: the chunks one after another in this process, each checkpointed to
-    ``checkpoints/<job name>.pt`` so an interrupted stage resumes it. Yields each trained chunk;
-    the caller writes it, then the next chunk starts (so its checkpoint can go)."""
-    done = 0
-    for job in plan.jobs:
-        ckpt = checkpoints / f"{job.name}.pt"
-        base = done
-        progress = None if on_progress is None else (lambda ms, b=base: on_progress(b + ms))
-        result = train_chunk(job, dataset, checkpoint=ckpt, on_progress=progress)
-        if result.resumed_from:
-            log.info("%s: resumed %d models from the checkpoint at step %d", ckpt,
-                     len(job.specs), result.resumed_from)
-        yield job, result
-        ckpt.unlink(missing_ok=True)
-        done += job.model_steps
-    with contextlib.suppress(OSError):  # only if empty
-        checkpoints.rmdir()
-
-
 @dataclass
 class GridOutcome:
     trained: list[Path]
@@ -238,10 +146,21 @@ class GridOutcome:
     backend: str
 
 
+@contextlib.contextmanager
+def open_backend(t: TrainConfig, checkpoints: Path, needed: bool = True) -> Iterator[Backend]:
+    """``train.backend``: Ray tasks (a cluster joined or started, only when there is work), or
+    this process."""
+    if t.backend == "ray" and needed:
+        with distributed.ray_backend(t) as backend:
+            yield backend
+    else:
+        yield local_backend(checkpoints)
+
+
 def train_grid(params: Params, dataset: pd.DataFrame, runs_root: str | Path,
                specs: Sequence[RunSpec] | None = None, *,
                on_plan: Callable[[GridPlan], None] | None = None,
-               on_progress: Callable[[int], None] | None = None,
+               on_progress: Progress | None = None,
                checkpoints: Path = CHECKPOINTS, reuse: bool = True) -> GridOutcome:
     """Train every run of ``specs`` (default: the grid) that is not already whole, on
     ``train.backend``, and write each run as its chunk comes back.
@@ -249,25 +168,15 @@ def train_grid(params: Params, dataset: pd.DataFrame, runs_root: str | Path,
     ``on_plan(plan)`` is called once the work is known (before any training: a progress bar's
     total); ``on_progress(model_steps)`` counts over the whole grid, across workers.
     """
-    t = params.train
     todo, reused = split_reused(params, runs_root, specs, reuse=reuse)
-    if t.backend == "ray" and todo:  # nothing to train: no cluster started
-        from clockpizza.science import distributed
-
-        with distributed.cluster(t) as share:
-            plan = plan_grid(params, dataset, todo, reused, memory_share=share.memory,
-                             device=share.plan_device)
-            if on_plan is not None:
-                on_plan(plan)
-            trained = [p for job, result in distributed.run_ray(plan, dataset, t, on_progress)
-                       for p in write_chunk(job, result, runs_root)]
-    else:
-        plan = plan_grid(params, dataset, todo, reused)
+    with open_backend(params.train, checkpoints, needed=bool(todo)) as backend:
+        plan = plan_grid(params, dataset, todo, reused, memory_share=backend.memory_share,
+                         device=backend.plan_device)
         if on_plan is not None:
             on_plan(plan)
-        trained = [p for job, result in run_local(plan, dataset, checkpoints, on_progress)
-                   for p in write_chunk(job, result, runs_root)]
-    return GridOutcome(trained, plan.reused, t.backend)
+        trained = [path for job, result in backend.run(plan, dataset, on_progress)
+                   for path in write_chunk(job, result, runs_root)]
+    return GridOutcome(trained, plan.reused, params.train.backend)
 
 
 def train_and_save(params: Params, width: int, seed: int, dataset: pd.DataFrame,
@@ -291,19 +200,3 @@ def train_mlp_and_save(params: Params, model: str, seed: int, dataset: pd.DataFr
     train_grid(params, dataset, runs_root, [spec], on_progress=on_progress,
                checkpoints=checkpoints)
     return [run_dir(runs_root, spec)]
-
-
-def chunk_id(specs: list[RunSpec]) -> str:
-    """A short hash naming the checkpoint of exactly these runs."""
-    return hashlib.sha256(",".join(s.run_id for s in specs).encode()).hexdigest()[:12]
-
-
-def group_data(group: Sequence[RunSpec], dataset: pd.DataFrame, p: int, train_frac: float,
-               device: torch.device) -> SplitTensors:
-    """The tokens of a shape group on the device, with one split per run where asked for."""
-    s0 = group[0]
-    if not s0.split_per_run:
-        return SplitTensors.from_table(dataset, p, device, diff_vocab=s0.diff_vocab,
-                                       eqn_sign=s0.eqn_sign)
-    return SplitTensors.per_run(dataset, [train_mask(s, dataset, train_frac) for s in group], p,
-                                device, diff_vocab=s0.diff_vocab, eqn_sign=s0.eqn_sign)
