@@ -18,6 +18,7 @@ if not hasattr(tl, "HookedTransformerConfig"):
 
 from clockpizza.io.params import RunSpec  # noqa: E402
 from clockpizza.io.store import write_run  # noqa: E402
+from clockpizza.science import reference  # noqa: E402
 from clockpizza.science.data import all_pairs, encode  # noqa: E402
 from clockpizza.science.model import (  # noqa: E402
     BatchedTransformer,
@@ -54,15 +55,15 @@ def trained_looking(cfg: TransformerConfig, seed: int) -> dict[str, torch.Tensor
 
 @pytest.mark.parametrize(("n_layers", "act"), [(1, "relu"), (2, "gelu")])
 @pytest.mark.parametrize("rate", [0.0, 0.5, 1.0])
-def test_same_logits_as_our_model_on_every_pair(n_layers: int, act: str, rate: float) -> None:
+def test_same_logits_as_the_reference_model_on_every_pair(n_layers: int, act: str,
+                                                          rate: float) -> None:
     cfg = TransformerConfig(d_vocab=P, n_ctx=2, d_model=16, n_heads=4, n_layers=n_layers,
                             act=act)
     weights = trained_looking(cfg, seed=n_layers)
-    ours = BatchedTransformer(cfg, stack([weights]), [rate])
     hooked = hooked_from_weights(weights, cfg, rate)
     tokens = encode(*all_pairs(P), P)
     with torch.no_grad():
-        want = ours(tokens)[0]  # [p², V]
+        want = reference.logits(weights, tokens, rate, act)  # [p², V]
         got = hooked(tokens)[:, -1]  # last position
     assert got.shape == want.shape == (P * P, P)
     assert_close(got, want, atol=1e-4)

@@ -1,4 +1,4 @@
-"""The batched transformer against a naive one-model reference written from SPEC.md, its init,
+"""The batched transformer against the reference model (clockpizza.science.reference), its init,
 its TransformerLens names, and the trainer that steps a group of them together."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from clockpizza.io.params import RunSpec
+from clockpizza.science import reference
 from clockpizza.science.data import encode, make_dataset
 from clockpizza.science.model import (
     BatchedTransformer,
@@ -44,50 +45,11 @@ def random_weights(shapes: dict[str, tuple[int, ...]], gen: torch.Generator,
     return {k: torch.randn(s, generator=gen) * std for k, s in shapes.items()}
 
 
-def naive_forward(w: dict[str, Tensor], alpha: float, tokens: list[int], n_layers: int,
-                  act: str) -> tuple[Tensor, list[Tensor]]:
-    """SPEC.md's transformer, one model and one sequence, every position in every block, float64.
-
-    Returns the logits at the last position and each layer's attention pattern [h, q, k].
-    """
-    w = {k: v.double() for k, v in w.items()}
-    n = len(tokens)
-    x = [w["embed.W_E"][t] + w["pos_embed.W_pos"][i] for i, t in enumerate(tokens)]
-    patterns = []
-    for layer in range(n_layers):
-        pre = f"blocks.{layer}."
-        w_q, w_k, w_v, w_o = (w[pre + "attn." + k] for k in ("W_Q", "W_K", "W_V", "W_O"))
-        h, _, e = w_q.shape
-        out = [torch.zeros_like(x[0]) for _ in range(n)]
-        pattern = torch.zeros(h, n, n, dtype=torch.float64)
-        for head in range(h):
-            q = [x[i] @ w_q[head] for i in range(n)]
-            k = [x[i] @ w_k[head] for i in range(n)]
-            v = [x[i] @ w_v[head] for i in range(n)]
-            for i in range(n):  # no causal mask: query i sees every key j
-                scores = [float(q[i] @ k[j]) / math.sqrt(e) for j in range(n)]
-                top = max(scores)
-                ex = [math.exp(s - top) for s in scores]
-                soft = [x_ / sum(ex) for x_ in ex]
-                for j in range(n):
-                    pattern[head, i, j] = alpha * soft[j] + (1 - alpha)
-                z = sum(pattern[head, i, j] * v[j] for j in range(n))
-                out[i] = out[i] + z @ w_o[head]
-        patterns.append(pattern)
-        x = [x[i] + out[i] for i in range(n)]
-        mlp_out = []
-        for i in range(n):
-            pre_act = x[i] @ w[pre + "mlp.W_in"] + w[pre + "mlp.b_in"]
-            if act == "relu":
-                hidden = pre_act.clamp_min(0)
-            else:  # exact (erf) GeLU
-                hidden = 0.5 * pre_act * (1 + torch.erf(pre_act / math.sqrt(2)))
-            mlp_out.append(hidden @ w[pre + "mlp.W_out"] + w[pre + "mlp.b_out"])
-        x = [x[i] + mlp_out[i] for i in range(n)]
-    return x[-1] @ w["unembed.W_U"], patterns
-
-
 ALPHAS = [0.0, 0.25, 0.75, 1.0]  # exact in float32, as the model stores them
+
+
+def double(w: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.double() for k, v in w.items()}
 
 
 
@@ -95,7 +57,7 @@ ALPHAS = [0.0, 0.25, 0.75, 1.0]  # exact in float32, as the model stores them
 @pytest.mark.parametrize("n_layers", [1, 2])
 @pytest.mark.parametrize("act", ["relu", "gelu"])
 @pytest.mark.parametrize("eqn_sign", [False, True])
-def test_forward_matches_naive_spec_model(n_layers: int, act: str, eqn_sign: bool) -> None:
+def test_forward_matches_the_reference_model(n_layers: int, act: str, eqn_sign: bool) -> None:
     p, d, h = 5, 8, 2
     n_ctx, v = (3, p + 1) if eqn_sign else (2, p)
     cfg = TransformerConfig(d_vocab=v, n_ctx=n_ctx, d_model=d, n_heads=h, n_layers=n_layers,
@@ -111,8 +73,7 @@ def test_forward_matches_naive_spec_model(n_layers: int, act: str, eqn_sign: boo
     got = batched(tokens).detach()
     assert got.shape == (len(ALPHAS), p * p, v)
     for m, alpha in enumerate(ALPHAS):
-        want = torch.stack([naive_forward(models[m], alpha, t.tolist(), n_layers, act)[0]
-                            for t in tokens])
+        want = reference.logits(double(models[m]), tokens, alpha, act)
         torch.testing.assert_close(got[m], want, atol=1e-10, rtol=1e-10)
     # The float32 model (what trains) agrees too, up to float32 rounding (logits reach ~350).
     got32 = BatchedTransformer(cfg, stack(models), ALPHAS)(tokens).detach()
@@ -120,7 +81,7 @@ def test_forward_matches_naive_spec_model(n_layers: int, act: str, eqn_sign: boo
     torch.testing.assert_close(got32.double(), got, atol=1e-4, rtol=1e-5)
 
 
-def test_attention_pattern_matches_naive_in_every_layer() -> None:
+def test_attention_pattern_matches_the_reference_in_every_layer() -> None:
     d, h, v, n_layers = 8, 2, 7, 2
     cfg = TransformerConfig(d_vocab=v, n_ctx=2, d_model=d, n_heads=h, n_layers=n_layers)
     gen = torch.Generator().manual_seed(0)
@@ -130,9 +91,8 @@ def test_attention_pattern_matches_naive_in_every_layer() -> None:
     for layer in range(n_layers):
         got = batched.attention_pattern(tokens, layer=layer).detach()  # [M, B, h, q, k]
         for m, alpha in enumerate(ALPHAS):
-            for i, t in enumerate(tokens.tolist()):
-                want = naive_forward(models[m], alpha, t, n_layers, "relu")[1][layer]
-                torch.testing.assert_close(got[m, i], want, atol=1e-10, rtol=1e-10)
+            want = reference.attention_patterns(double(models[m]), tokens, alpha)[layer]
+            torch.testing.assert_close(got[m], want, atol=1e-10, rtol=1e-10)
 
 
 def test_constant_attention_weights_are_exactly_one() -> None:
