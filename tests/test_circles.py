@@ -1,5 +1,5 @@
 """The per-circle analysis on inputs whose answer is known by construction, and against a naive
-implementation of SPEC.md's templates and FVE written out with explicit loops."""
+implementation of the specification's templates and FVE written out with explicit loops."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ P = 59
 
 
 # ---------------------------------------------------------------------------------------------
-# SPEC.md's templates, written out independently: explicit loops over (a, b, c), math module.
+# the specification's templates, written out independently: explicit loops over (a, b, c), math
+# module.
 
 
 def q_clock(p: int, k: int) -> np.ndarray:

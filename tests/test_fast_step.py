@@ -157,7 +157,8 @@ def test_the_cross_entropy_gradient_holds_for_confident_models() -> None:
     truth[at_label] = 0
     truth[at_label] = -truth.sum(-1)
     truth = truth / n
-    # SPEC.md's float64 loss through autograd: right to its absolute resolution, a few ulps
+    # the specification's float64 loss through autograd: right to its absolute resolution, a few
+    # ulps
     # of 1 in float64 (measured: 6e-16 / n)
     l64 = logits.double().requires_grad_()
     cross_entropy64(l64, labels).sum().backward()

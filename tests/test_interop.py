@@ -81,7 +81,8 @@ def test_the_attention_rate_reaches_the_cached_pattern() -> None:
             want = BatchedTransformer(cfg, stack([weights]), [rate]).attention_pattern(tokens)
         pattern = cache["blocks.0.attn.hook_pattern"]  # [batch, head, query, key]
         assert_close(pattern, want[0], atol=1e-5)
-        # At α = 0 each position gets weight 1: the rows sum to n_ctx, not 1 (SPEC.md).
+        # At α = 0 each position gets weight 1: the rows sum to n_ctx, not 1
+        # (docs/specification.md).
         assert pattern.sum(-1).mean().item() == pytest.approx(2 - rate * 1.0, abs=1e-5)
         hooked.reset_hooks()  # the rate is a permanent hook: it survives a reset
         with torch.no_grad():

@@ -1,5 +1,5 @@
 """The paper's metrics on inputs whose answer is known by construction, and against naive
-implementations of SPEC.md's formulas."""
+implementations of the specification's formulas."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ def table(p: int, f: object) -> Tensor:
 
 
 def naive_di(L: Tensor) -> float:
-    """SPEC.md's DI: fill the [s, δ] table by explicit loops, population standard deviations."""
+    """the specification's DI: fill the [s, δ] table by explicit loops, population standard
+    deviations."""
     p = L.shape[0]
     by: list[list[float | None]] = [[None] * p for _ in range(p)]
     for a in range(p):
@@ -153,7 +154,8 @@ def test_gs_of_a_random_attention_model_is_clearly_below_one() -> None:
 
 
 def naive_logits(w: dict[str, Tensor], alpha: float, x_in: list[Tensor], n_layers: int) -> Tensor:
-    """SPEC.md's forward pass (ReLU) from the two looked-up embedding rows, one sequence."""
+    """the specification's forward pass (ReLU) from the two looked-up embedding rows, one
+    sequence."""
     n = len(x_in)
     x = [x_in[i] + w["pos_embed.W_pos"][i] for i in range(n)]
     for layer in range(n_layers):
@@ -210,7 +212,8 @@ def test_gs_triples_are_fixed_and_cover_the_range() -> None:
 
 
 def naive_circularity(w_e: Tensor, n_components: int = 4) -> float:
-    """PCA by eigen-decomposition of the covariance, DFT by explicit sums (SPEC.md)."""
+    """PCA by eigen-decomposition of the covariance, DFT by explicit sums
+    (docs/specification.md)."""
     x = w_e.double().numpy()
     x = x - x.mean(axis=0)
     vals, vecs = np.linalg.eigh(x.T @ x)

@@ -1,4 +1,5 @@
-"""The attention-free models A, B, C, D, X against a naive one-model reference written from SPEC.md,
+"""The attention-free models A, B, C, D, X against a naive one-model reference written from
+docs/specification.md,
 their init, their checkpoint names, and the metrics on them."""
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ FAMILY = ("A", "B", "C", "D", "X")
 
 
 def spec_shapes(family: str, p: int, h: int) -> dict[str, tuple[int, ...]]:
-    """Checkpoint names and shapes, by hand from the module docstring and SPEC.md."""
+    """Checkpoint names and shapes, by hand from the module docstring and docs/specification.md."""
     e = h // 2 if family == "D" else h
     shapes = {"embed.W_E": (p, e), "l1.weight": (h, 2 * e if family == "D" else e),
               "l1.bias": (h,), "unembed.W_U": (h, p)}
@@ -33,7 +34,7 @@ def spec_shapes(family: str, p: int, h: int) -> dict[str, tuple[int, ...]]:
 
 
 def naive(w: dict[str, Tensor], family: str, a: int, b: int) -> Tensor:
-    """SPEC.md's model ``family`` for one pair, float64: logits = hidden @ W_unembedᵀ."""
+    """the specification's model ``family`` for one pair, float64: logits = hidden @ W_unembedᵀ."""
     w = {k: v.double() for k, v in w.items()}
 
     def lin(name: str, x: Tensor) -> Tensor:  # torch.nn.Linear: x Wᵀ + b
@@ -82,9 +83,9 @@ def test_checkpoint_names_shapes_and_init(family: str) -> None:
         family, p, h)
     for name, x in w.items():
         x = x.double()
-        if name.endswith("W_E"):  # SPEC: embed sd 1/sqrt(h/2), also for D's h/2-wide rows
+        if name.endswith("W_E"):  # specification: embed sd 1/sqrt(h/2), also for D's h/2-wide rows
             assert abs(x.std().item() * math.sqrt(h / 2) - 1) < 0.05, name
-        elif name.endswith("W_U"):  # SPEC: unembed sd 1/sqrt(h)
+        elif name.endswith("W_U"):  # specification: unembed sd 1/sqrt(h)
             assert abs(x.std().item() * math.sqrt(h) - 1) < 0.05, name
         else:  # nn.Linear's default: uniform on ±1/sqrt(fan_in), bias included
             bound = 1 / math.sqrt(w[name.replace("bias", "weight")].shape[1])

@@ -72,7 +72,7 @@ def test_a_published_run_gives_its_published_gs_di_and_circularity(
     w_e = model.embed.W_E.detach()
     if diff_vocab:  # the notebook's PCA over all 2p rows
         assert circularity(w_e, 4, p=P).item() == pytest.approx(circ, abs=1e-4)
-    else:  # SPEC's circularity of W_E[:p]
+    else:  # the specification's circularity of W_E[:p]
         assert circularity(w_e[:, :P], 4).item() == pytest.approx(circ, abs=1e-4)
     # Every released model solved the task.
     a, b = all_pairs(P)

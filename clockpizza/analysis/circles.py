@@ -1,4 +1,5 @@
-"""Per-circle analysis of the token embedding (SPEC.md, "Per-circle analysis"; paper §4-5).
+"""Per-circle analysis of the token embedding (docs/specification.md, "Per-circle analysis"; paper
+§4-5).
 
 What is computed, precisely, so that an independent implementation can be compared with it:
 
@@ -32,7 +33,8 @@ What is computed, precisely, so that an independent implementation can be compar
    - ``Q_pizza = 2|cos(w(a − b)/2)| · (|cos(w(a + b − c)/2)| − |sin(w(a + b − c)/2)|)``
    - ``Q_acc = −(cos(2w'a − w'c) + cos(2w'b − w'c))`` with w' = 2πh/p, h = k · 2⁻¹ mod p: an
      accompanying circle's *embedding* turns at twice the frequency of the pizza it accompanies
-     (SPEC.md), so the template is evaluated at half the circle's own frequency (mod p; needs an
+     (docs/specification.md), so the template is evaluated at half the circle's own frequency (mod
+     p; needs an
      odd p, otherwise FVE_acc is NaN). For p = 59, a circle at k = 10 is tested against the
      Q_acc of the pizza at k = 5.
 
@@ -106,7 +108,7 @@ def principal_components(w_e: Tensor) -> Components:
 def frequency_power(scores: Tensor) -> Tensor:
     """Power of each frequency pair ±k of score vectors ``[p, r]``: ``[p // 2, r]``, row k − 1.
 
-    The share ``frequency_power(x).max(0) / energy`` is the circularity of SPEC.md.
+    The share ``frequency_power(x).max(0) / energy`` is the circularity of docs/specification.md.
     """
     p = scores.shape[0]
     power = torch.fft.fft(scores.to(torch.float64), dim=0).abs().square()  # [p, r]

@@ -98,7 +98,7 @@ def _measure(params: Params, dataset: pd.DataFrame, device: torch.device,
                                  min_var_share=c.min_var_share, min_fve=c.min_fve,
                                  type_from=c.type_from,
                                  diff_vocab=s0.diff_vocab, eqn_sign=s0.eqn_sign)
-    else:  # the attention-free family: no circle analysis (SPEC's templates are for α-models)
+    else:  # the attention-free family: no circle analysis (the templates are for α-models)
         circles = [pd.DataFrame(columns=[k for k in CIRCLE_COLUMNS if k != "run_id"])
                    for _ in specs]
     return cols, circles

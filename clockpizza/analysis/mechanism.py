@@ -1,4 +1,5 @@
-"""The data of the Model A (pizza) / Model B (clock) figures, SPEC figure 3, from saved weights.
+"""The data of the Model A (pizza) / Model B (clock) figures, specification figure 3, from saved
+weights.
 
 Figures never read weights: this module turns the weights of the two example runs into small
 tables (token coordinates on the principal components, the correct-logit table, attention

@@ -1,4 +1,5 @@
-"""The paper's per-model metrics (SPEC.md, "Metrics"), batched over a leading model dimension.
+"""The paper's per-model metrics (docs/specification.md, "Metrics"), batched over a leading model
+dimension.
 
 They take any batched model of :mod:`clockpizza.science.architectures` (transformer or
 attention-free), and the run's token encoding (``diff_vocab``, ``eqn_sign``): with ``diff_vocab``
@@ -40,7 +41,7 @@ def largest_incorrect_logits(logits: Tensor, p: int) -> Tensor:
     """The largest logit of a wrong class for every pair, ``[M, p, p]`` indexed by (a, b).
 
     The correct class is set to −∞ and the maximum is taken over the whole vocabulary: the
-    quantity whose distance irrelevance the paper's published tables report (SPEC.md,
+    quantity whose distance irrelevance the paper's published tables report (docs/specification.md,
     ``paper/README.md``; it reproduces the released checkpoints to 4 decimals).
     """
     y = _labels(p, logits.device).view(1, -1, 1).expand(logits.shape[0], -1, 1)
@@ -76,7 +77,8 @@ def distance_irrelevance(table: Tensor) -> Tensor:
     largest incorrect logit (its published tables: :func:`largest_incorrect_logits`).
 
     ``DI = mean_δ( std_s L[s, δ] ) / std_{s,δ} L[s, δ]`` with s = (a + b) mod p,
-    δ = (a − b) mod p and population standard deviations (SPEC.md). For fixed δ the pairs are
+    δ = (a − b) mod p and population standard deviations (docs/specification.md). For fixed δ the
+    pairs are
     (a, a − δ) for every a, so the row of δ is gathered directly (for odd p, a ↦ s is a bijection).
     Clock ≈ 1 (the correct logit ignores a − b); pizza small.
     """
@@ -95,7 +97,8 @@ def gs_triples(p: int, n: int, seed: int) -> Tensor:
     """The fixed (a, b, c) triples shared by every model: ``[n, 3]``.
 
     The paper's: the list ``[(a, b, c) for a in range(p) for b in range(p) for c in range(p)]``
-    shuffled by Python's ``random.Random(seed).shuffle``, first ``n`` (SPEC.md). With n = 100
+    shuffled by Python's ``random.Random(seed).shuffle``, first ``n`` (docs/specification.md). With
+    n = 100
     and seed 42 these are the triples behind the published values (they reproduce the released
     checkpoints' GS to 6 decimals; tests/test_paper_models.py).
     """
@@ -112,7 +115,8 @@ def gradient_symmetricity(model: BatchedModel, p: int, triples: Tensor, *,
     """Mean cosine similarity of ∂logit_c/∂W_E[a] (position 0) and ∂logit_c/∂W_E[b] (position 1).
 
     The gradients are taken with respect to the looked-up embedding rows, before W_pos is added
-    (SPEC.md). Pizza ≈ 1 (the output depends on E_a + E_b), clock clearly lower. ``[M]``.
+    (docs/specification.md). Pizza ≈ 1 (the output depends on E_a + E_b), clock clearly lower.
+    ``[M]``.
     The rows are whatever the model looks up: ``W_E[b + p]`` with ``diff_vocab``, ``E2[b]`` for
     model X. ``paper_tokens`` reproduces the authors' evaluation code, which wrote operand b
     as token b even with ``diff_vocab`` (a token the model never saw at that position): that is
@@ -137,7 +141,7 @@ def gradient_symmetricity(model: BatchedModel, p: int, triples: Tensor, *,
 def gradient_symmetricity_exact(model: BatchedModel, p: int, *, diff_vocab: bool = False,
                                 eqn_sign: bool = False) -> Tensor:
     """Gradient symmetricity averaged over all p³ triples (a, b, c): the value that the mean over
-    random triples estimates (SPEC.md draws 100), without its sampling error. ``[M]``.
+    random triples estimates (docs/specification.md draws 100), without its sampling error. ``[M]``.
 
     One forward pass over all p² pairs, then one backward pass per output logit c.
     """
@@ -163,7 +167,8 @@ def circularity(w_e: Tensor, n_components: int = 4, p: int | None = None) -> Ten
     Parseval the denominator is ``Σ_j |X_j|²`` when the rows are exactly tokens 0..p-1). The mean
     over components is returned: ≈ 1 for clean circles, low for noise. ``[...]``.
 
-    SPEC.md's circularity passes the rows of tokens 0..p-1 (``W_E[:p]``; ``p`` None). With all
+    the specification's circularity passes the rows of tokens 0..p-1 (``W_E[:p]``; ``p`` None).
+    With all
     ``V`` rows and ``p`` given, it is the authors' notebook's variant: PCA over every row (the
     b + p rows of ``diff_vocab``, the '=' row of ``eqn_sign`` too), frequencies read off the
     first p rows, energy counted over all rows; that is what the published column holds for
@@ -197,7 +202,7 @@ def model_metrics(model: BatchedModel, p: int, triples: Tensor | None, n_compone
                   eqn_sign: bool = False, exact: bool = True) -> dict[str, Tensor]:
     """Loss, accuracy, GS, DI, circularity and parameter norm of every model, ``{name: [M]}``.
 
-    Where the paper's published tables and its text differ, both (SPEC.md, "Metrics"):
+    Where the paper's published tables and its text differ, both (docs/specification.md, "Metrics"):
 
     - ``gradient_symmetricity``: the mean over ``triples [n, 3]`` (the paper's: 100 triples of
       :func:`gs_triples` with seed 42), or over all p³ triples when ``triples`` is None;
@@ -205,7 +210,8 @@ def model_metrics(model: BatchedModel, p: int, triples: Tensor | None, n_compone
     - ``distance_irrelevance``: of the largest incorrect logit (the published tables; the
       figures and the phase rule use it); ``distance_irrelevance_correct``: of the correct
       logit (the paper's text and notebook).
-    - ``circularity``: SPEC's, of the rows of tokens 0..p-1 of ``embed.W_E`` (the a operand's
+    - ``circularity``: the specification's, of the rows of tokens 0..p-1 of ``embed.W_E`` (the a
+    operand's
       embedding, for X ``E1``); ``circularity_published``: the notebook's variant over all rows,
       which differs only with the ablations.
 

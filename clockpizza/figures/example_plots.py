@@ -1,4 +1,5 @@
-"""The Model A (pizza) / Model B (clock) figures, SPEC figure 3, as pure functions of tables.
+"""The Model A (pizza) / Model B (clock) figures, specification figure 3, as pure functions of
+tables.
 
 Inputs are the example tables of the mechanism stage (``metrics/examples/*.parquet``) and the
 circles table (``metrics/circles.parquet``); never weights, never torch.
@@ -32,7 +33,8 @@ def around_circle(p: int, k: int) -> np.ndarray:
 def delta_order(p: int, k: int) -> np.ndarray:
     """The values of δ = a − b (mod p) sorted by k·δ (mod p) taken in (−p/2, p/2].
 
-    A pizza of frequency k makes the correct logit a function of |cos(πkδ/p)| (SPEC.md,
+    A pizza of frequency k makes the correct logit a function of |cos(πkδ/p)|
+    (docs/specification.md,
     Q_pizza at c = a + b), which in this order is one smooth bump centred on the middle row: the
     paper's reordering of the correct-logit table.
     """

@@ -52,7 +52,8 @@ PAPER_COLOUR = "0.55"
 
 def fixed_width(runs: pd.DataFrame, width: int,
                 published: pd.DataFrame | None = None) -> Figure:
-    """SPEC figure 1: DI against α coloured by GS, and GS against α coloured by DI.
+    """Figure 1 (docs/specification.md, "Figures"): DI against α coloured by GS, and GS
+    against α coloured by DI.
 
     Draws every 1-layer transformer run without ablations (:func:`main_runs`) at the grid width
     nearest to ``width`` (one point per run). With ``published`` (the paper's width-128 runs,
@@ -129,7 +130,8 @@ def draw_boundary(ax: Axes, b: Boundary, log2_lo: float, log2_hi: float) -> bool
 
 
 def phase_diagram(runs: pd.DataFrame, boundary: Boundary | None) -> Figure:
-    """SPEC figure 2: attention rate × log₂ width, coloured by GS and by DI (seed means).
+    """Figure 2 (docs/specification.md, "Figures"): attention rate × log₂ width, coloured by
+    GS and by DI (seed means).
 
     Draws the 1-layer transformer runs without ablations (:func:`main_runs`), the fitted
     pizza/clock boundary ``boundary`` (:func:`clockpizza.results.boundary.fit_main` of

@@ -1,4 +1,5 @@
-"""The appendix figures (SPEC figure 4, paper appendix) as pure functions of the runs table.
+"""The appendix figures (specification figure 4, paper appendix) as pure functions of the runs
+table.
 
 - :func:`layers_figure`: GS and DI per number of transformer blocks, one column per depth;
 - :func:`ablations_figure`: the same for the ``diff_vocab`` / ``eqn_sign`` ablations, on vs off;

@@ -5,7 +5,8 @@ shows and the numbers behind it, the fitted phase boundary, the authors' own mod
 beside ours, the appendix figures, where our result differs from the paper's and why we think
 so, and the hardware. Its text is the Jinja2 template ``templates/report.md.j2``; each
 ``_*_context`` function here computes the numbers of one section and :func:`build_report` renders
-them. The paper's own quoted claims (SPEC "What the paper found") are the constants ``PAPER_*``
+them. The paper's own quoted claims (its §3 and figures 1-2) are the
+constants ``PAPER_*``
 below; every other number is computed from the tables. No dates, no timings taken here:
 identical inputs give identical bytes.
 """

@@ -36,7 +36,7 @@ from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
 ACTIVATIONS = ("relu", "gelu")
-MLP_MODELS = ("A", "B", "C", "D", "X")  # the attention-free family (SPEC.md appendix)
+MLP_MODELS = ("A", "B", "C", "D", "X")  # the attention-free family (docs/specification.md appendix)
 TRANSFORMER = "transformer"  # RunSpec.family of the transformers; the MLP family uses its letter
 # RunSpec.engine of the autograd step (and of every run trained before "fast" existed)
 REFERENCE = "reference"
@@ -189,7 +189,8 @@ def _even(w: int) -> int:
 
 @dataclass(frozen=True, config=_CONFIG)
 class MLPFamilyConfig:
-    """The attention-free models A, B, C, D, X (SPEC.md appendix); ``models: []`` trains none."""
+    """The attention-free models A, B, C, D, X (docs/specification.md appendix); ``models: []``
+    trains none."""
 
     models: Annotated[tuple[Annotated[Literal["A", "B", "C", "D", "X"],
                                       _allowed("one of A, B, C, D, X")], ...],

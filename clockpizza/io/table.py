@@ -41,7 +41,8 @@ RUNS_SCHEMA = pa.schema([
     ("test_loss", pa.float64()),
     ("train_acc", pa.float64()),
     ("test_acc", pa.float64()),
-    # Where the paper's published tables and its text differ, both (SPEC.md, "Metrics"); the
+    # Where the paper's published tables and its text differ, both (docs/specification.md,
+    # "Metrics"); the
     # unsuffixed column is the one the figures, the phase rule and the summary read.
     ("gradient_symmetricity", pa.float64()),  # mean over the gs_triples below (paper: 100)
     ("gradient_symmetricity_exact", pa.float64()),  # mean over all p³ triples
@@ -49,7 +50,7 @@ RUNS_SCHEMA = pa.schema([
     ("gs_seed", pa.int64()),  # their seed (paper: 42); -1 when gs_triples = 0
     ("distance_irrelevance", pa.float64()),  # of the largest incorrect logit (published tables)
     ("distance_irrelevance_correct", pa.float64()),  # of the correct logit (text, notebook)
-    ("circularity", pa.float64()),  # SPEC's, PCA of W_E[:p]
+    ("circularity", pa.float64()),  # the specification's, PCA of W_E[:p]
     ("circularity_published", pa.float64()),  # notebook's, PCA of all rows (differs if ablated)
     ("param_norm", pa.float64()),
     # circle evidence, a summary of the run's rows in circles.parquet (clockpizza.analysis.circles)
@@ -82,7 +83,7 @@ LABELLED_COLUMNS = ("phase", "phase_settle_step", "phase_switched", "gs_settle_s
                     "di_settle_step")
 MEASURED_SCHEMA = pa.schema([f for f in RUNS_SCHEMA if f.name not in LABELLED_COLUMNS])
 
-# A row per circle of a run's embedding (SPEC.md "Per-circle analysis";
+# A row per circle of a run's embedding (docs/specification.md "Per-circle analysis";
 # clockpizza.analysis.circles says exactly how each number is computed).
 CIRCLES_SCHEMA = pa.schema([
     ("run_id", pa.string()),
@@ -122,7 +123,7 @@ PAPER_MODELS_SCHEMA = pa.schema([
     ("gradient_symmetricity_exact", pa.float64()),  # all p³ triples
     ("distance_irrelevance", pa.float64()),  # largest incorrect logit (published variant)
     ("distance_irrelevance_correct", pa.float64()),  # correct logit (text, notebook)
-    ("circularity", pa.float64()),  # SPEC's, W_E[:p]
+    ("circularity", pa.float64()),  # the specification's, W_E[:p]
     ("circularity_published_method", pa.float64()),  # the notebook's, all rows
     ("gradient_symmetricity_published", pa.float64()),
     ("distance_irrelevance_published", pa.float64()),
@@ -226,7 +227,8 @@ def main_setting(runs: pd.DataFrame) -> pd.DataFrame:
     return tf[(key == best).all(axis=1)]
 
 
-# The data behind the Model A / Model B figures (SPEC figure 3), written by the mechanism stage
+# The data behind the Model A / Model B figures (specification figure 3), written by the mechanism
+# stage
 # for one pizza run and one clock run; `role` is "pizza" (Model A) or "clock" (Model B).
 EMBEDDING_SCHEMA = pa.schema([  # token coordinates along the leading principal components
     ("role", pa.string()),

@@ -4,7 +4,8 @@ The authors' per-run table behind their figure 1 (``paper/published_runs_fixed_w
 ``paper/LICENSE``) holds width-128 runs with α drawn uniformly; its one-layer ReLU runs without
 ablations (2 381 with metrics) are the paper's fixed-width result. Its GS uses the paper's 100
 triples and its DI the largest incorrect logit, i.e. our ``gradient_symmetricity`` and
-``distance_irrelevance`` columns (SPEC.md, "Metrics"), so the two compare directly. The paper
+``distance_irrelevance`` columns (docs/specification.md, "Metrics"), so the two compare directly.
+The paper
 gave no seeds, so its runs are binned by α tenth (0-0.1, ..., 0.9-1; α = 1 in the last).
 """
 

@@ -1,4 +1,4 @@
-"""The modular-addition table and its seeded train/test split (SPEC.md, "Task")."""
+"""The modular-addition table and its seeded train/test split (docs/specification.md, "Task")."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def encode(a: torch.Tensor, b: torch.Tensor, p: int, *, diff_vocab: bool = False
     """Token ids ``[batch, n_ctx]`` for operands a, b.
 
     ``diff_vocab`` writes b as b + p (vocabulary 2p); ``eqn_sign`` appends an '=' token with the
-    last id of the vocabulary (SPEC.md ablations).
+    last id of the vocabulary (docs/specification.md ablations).
     """
     cols = [a, b + p if diff_vocab else b]
     if eqn_sign:

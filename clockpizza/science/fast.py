@@ -1,7 +1,8 @@
 """The fast training step: forward and backward of one-layer transformers written out by hand.
 
 The same mathematics as :class:`~clockpizza.science.model.BatchedTransformer` with autograd
-(SPEC.md, "Model"), computed with fewer passes over memory and fewer FLOPs. Equal to the
+(docs/specification.md, "Model"), computed with fewer passes over memory and fewer FLOPs. Equal to
+the
 reference step to rounding (tests/test_fast_step.py compares both in float64 over hundreds of
 steps and in float32 over one), not bit for bit, so it is a recorded setting (``train.engine``).
 
@@ -197,7 +198,8 @@ def _cross_entropy_grad(logits: Tensor, labels: Tensor, weight: Tensor) -> Tenso
     ``logits [M, C, V]`` (overwritten), ``labels``: the label's index in ``logits.view(-1)`` for
     each (model, example), ``[M·C]``; ``weight [M, C, 1]``.
 
-    SPEC.md computes the loss in float64 because in float32 ``1 − p_label`` of a confident
+    docs/specification.md computes the loss in float64 because in float32 ``1 − p_label`` of a
+    confident
     model rounds to a multiple of ~6e-8 (its loss to ~1.2e-7). This gradient never forms
     ``1 − p_label``: the label's entry is minus the sum of the other classes' probabilities,
     which float32 holds to its full relative precision however small it is. So it equals the

@@ -1,4 +1,5 @@
-"""The paper's attention-free "linear" models A, B, C, D and X (SPEC.md, appendix family).
+"""The paper's attention-free "linear" models A, B, C, D and X (docs/specification.md, appendix
+family).
 
 Width ``h`` (``mlp_family.width``); embeddings ``E [p, h]`` (``[p, h/2]`` for D) with sd 1/√(h/2),
 the unembedding ``W_U [h, p]`` with sd 1/√h, hidden ``Linear(h, h)`` layers with bias and ReLU,
@@ -76,8 +77,10 @@ def param_shapes(cfg: MLPConfig) -> dict[str, tuple[int, ...]]:
 def init_params(cfg: MLPConfig, seed: int) -> dict[str, Tensor]:
     """One model's initial weights, drawn on the CPU from ``seed`` alone.
 
-    Embeddings and unembedding are normal with the SPEC's sd. Paper choice: the Linear layers keep
-    PyTorch's default ``nn.Linear`` init, which the paper's code used (SPEC.md states only the
+    Embeddings and unembedding are normal with the specification's sd. Paper choice: the Linear
+    layers keep
+    PyTorch's default ``nn.Linear`` init, which the paper's code used (docs/specification.md states
+    only the
     embedding scales): weight and bias uniform on ±1/√fan_in.
     """
     gen = torch.Generator().manual_seed(seed)

@@ -1,4 +1,4 @@
-"""A batch of small transformers with an attention rate α (SPEC.md, "Model").
+"""A batch of small transformers with an attention rate α (docs/specification.md, "Model").
 
 Every parameter carries a leading model dimension ``M``: one module holds a whole group of models
 of the same shape, each with its own α, and one forward/backward trains all of them. Parameter
@@ -55,7 +55,7 @@ def param_shapes(cfg: TransformerConfig) -> dict[str, tuple[int, ...]]:
 
 
 def init_std(cfg: TransformerConfig, name: str) -> float:
-    """Initial standard deviation of a parameter (SPEC.md); biases start at 0."""
+    """Initial standard deviation of a parameter (docs/specification.md); biases start at 0."""
     leaf = name.rsplit(".", 1)[-1]
     if leaf.startswith("b_"):
         return 0.0

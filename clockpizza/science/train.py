@@ -1,4 +1,5 @@
-"""The vectorised trainer: one group of same-shape models, full batch, AdamW (SPEC.md, "Training").
+"""The vectorised trainer: one group of same-shape models, full batch, AdamW
+(docs/specification.md, "Training").
 
 All models of a group step together: one forward and one backward over a leading model
 dimension, one foreach AdamW update. AdamW is elementwise, so stepping the stacked tensors is the
@@ -124,7 +125,8 @@ class SplitTensors:
     @classmethod
     def from_table(cls, dataset: pd.DataFrame, p: int, device: torch.device, *,
                    diff_vocab: bool = False, eqn_sign: bool = False) -> SplitTensors:
-        """The pairs written as tokens with the run's encoding (the ablations of SPEC.md)."""
+        """The pairs written as tokens with the run's encoding (the ablations of
+        docs/specification.md)."""
         x, y = _tokens(dataset, p, diff_vocab, eqn_sign)
         tr = torch.as_tensor(dataset["is_train"].to_numpy(copy=True), dtype=torch.bool)
         return cls(x[tr].to(device), y[tr].to(device), x[~tr].to(device), y[~tr].to(device))

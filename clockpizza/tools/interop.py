@@ -7,7 +7,8 @@ d_model, d_head]``, ...); the biases we do not have (``b_Q, b_K, b_V, b_O, b_U``
 
 The attention rate α has no TransformerLens setting: it is applied by a permanent hook on
 ``blocks.{i}.attn.hook_pattern`` that maps the softmax pattern A to ``α · A + (1 − α)``
-(SPEC.md, "Model"), so ``run_with_cache`` and every other hook see the pattern the model
+(docs/specification.md, "Model"), so ``run_with_cache`` and every other hook see the pattern the
+model
 actually uses. Everything else is TransformerLens's own computation: scores divided by
 ``√d_head``, no causal mask (``attention_dir="bidirectional"``), no LayerNorm.
 """
@@ -86,7 +87,7 @@ def hooked_from_weights(weights: Mapping[str, Tensor], cfg: TransformerConfig,
 
     def apply_rate(pattern: Tensor, hook: Any) -> Tensor:
         # Paper choice: the constant (1 − α) is added to every entry, so at α = 0 the weights
-        # sum to n_ctx, not 1 (SPEC.md).
+        # sum to n_ctx, not 1 (docs/specification.md).
         return attn_rate * pattern + (1.0 - attn_rate)
 
     for i in range(cfg.n_layers):
