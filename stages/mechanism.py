@@ -1,4 +1,4 @@
-"""Stage mechanism: the data of the Model A (clock) / Model B (pizza) figures, read from the
+"""Stage mechanism: the data of the Model A (pizza) / Model B (clock) figures, read from the
 weights of the two example runs -> metrics/examples/{embedding,correct_logits,attention}.parquet."""
 
 from clockpizza.analysis.mechanism import collect_examples

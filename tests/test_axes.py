@@ -36,9 +36,10 @@ from clockpizza.io.params import (
     mlp_spec,
     shape_groups,
 )
-from clockpizza.io.table import RUNS_SCHEMA, main_setting, read_runs_table, write_runs_table
+from clockpizza.io.table import RUNS_SCHEMA, read_runs_table, write_runs_table
+from clockpizza.results.selection import main_runs
 from clockpizza.science.data import encode, make_dataset
-from clockpizza.science.grid import train_and_save, train_mlp_and_save
+from clockpizza.science.grid import train_and_save, train_grid
 from clockpizza.science.model import BatchedTransformer, TransformerConfig, stack
 from clockpizza.science.train import SplitTensors, train_group
 
@@ -264,8 +265,8 @@ def trained(base: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
         root = tmp_path_factory.mktemp("runs")
         dataset = make_dataset(params.data.p, params.data.train_frac, params.data.split_seed)
         train_and_save(params, 8, 0, dataset, root)
-        for model in params.mlp_family.models:
-            train_mlp_and_save(params, model, 0, dataset, root)
+        train_grid(params, dataset, root,
+                   [mlp_spec(params, model, 0) for model in params.mlp_family.models])
         return params, root, dataset
     finally:
         torch.set_num_threads(n)
@@ -330,10 +331,13 @@ def test_runs_table_has_one_row_per_grid_point(trained: tuple[Params, Path, pd.D
     assert runs[metrics].notna().all(axis=None)
     # A's output depends on E[a] + E[b] alone, trained or not: its GS is 1.
     assert mlp.set_index("family").gradient_symmetricity["A"] == pytest.approx(1.0, abs=1e-6)
-    # The main figures see one transformer setting: the nearest to the paper's.
-    main = main_setting(runs)
-    assert set(zip(main.n_layers, main.act, main.diff_vocab, strict=True)) == {(1, "relu", False)}
-    assert sorted(main.attn_rate) == [0.0, 1.0]
+    # The main figures see the paper's setting only (one layer, ReLU, no ablation): every
+    # run here has the '=' token, so they are all appendix material.
+    assert main_runs(runs).empty
+    plain = main_runs(runs.assign(eqn_sign=False))
+    assert set(zip(plain.n_layers, plain.act, plain.diff_vocab, strict=True)) == {
+        (1, "relu", False)}
+    assert sorted(plain.attn_rate) == [0.0, 1.0]
 
 
 def test_runs_table_follows_the_params_not_the_directory(

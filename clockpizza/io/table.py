@@ -210,23 +210,6 @@ def read_runs_table(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def main_setting(runs: pd.DataFrame) -> pd.DataFrame:
-    """The rows of the paper's main figures: transformers in one setting of the other axes.
-
-    The main figures vary attention rate and width only. Of the transformer settings in the table
-    the one nearest the paper's main one is kept (fewest layers, ReLU, neither ablation); the
-    attention-free models and the other settings are appendix material.
-    """
-    tf = runs[runs["family"] == "transformer"]
-    key = pd.DataFrame({"n_layers": tf["n_layers"], "gelu": tf["act"] != "relu",
-                        "diff_vocab": tf["diff_vocab"].astype(bool),
-                        "eqn_sign": tf["eqn_sign"].astype(bool)})
-    if key.empty:
-        return tf
-    best = key.sort_values(list(key.columns)).iloc[0]
-    return tf[(key == best).all(axis=1)]
-
-
 # The data behind the Model A / Model B figures (specification figure 3), written by the mechanism
 # stage
 # for one pizza run and one clock run; `role` is "pizza" (Model A) or "clock" (Model B).

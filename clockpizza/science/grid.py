@@ -25,7 +25,6 @@ from clockpizza.io.params import (
     TrainConfig,
     group_specs,
     instance_specs,
-    mlp_spec,
     shape_groups,
 )
 from clockpizza.io.store import RunError, read_snapshots, write_run
@@ -189,14 +188,3 @@ def train_and_save(params: Params, width: int, seed: int, dataset: pd.DataFrame,
     train_grid(params, dataset, runs_root, specs, on_progress=on_progress,
                checkpoints=checkpoints)
     return [run_dir(runs_root, s) for s in specs]
-
-
-def train_mlp_and_save(params: Params, model: str, seed: int, dataset: pd.DataFrame,
-                       runs_root: str | Path,
-                       on_progress: Callable[[int], None] | None = None,
-                       checkpoints: Path = CHECKPOINTS) -> list[Path]:
-    """Train attention-free model ``model`` (A..X) from init seed ``seed`` and write the run."""
-    spec = mlp_spec(params, model, seed)
-    train_grid(params, dataset, runs_root, [spec], on_progress=on_progress,
-               checkpoints=checkpoints)
-    return [run_dir(runs_root, spec)]
