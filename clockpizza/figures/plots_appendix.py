@@ -36,6 +36,7 @@ from clockpizza.figures.plots import (
     per_point,
 )
 from clockpizza.results.selection import (
+    NON_CIRCULAR,
     ablation_label,
     layers_label,
     mlp_order,
@@ -44,7 +45,6 @@ from clockpizza.results.selection import (
     unablated,
 )
 
-NON_CIRCULAR = "non-circular"
 # Point colours of the MLP figure, one per phase; non-circular runs are also drawn as an 'x'.
 PHASE_COLOURS = {"pizza": "#d95f02", "clock": "#1b76b4", NON_CIRCULAR: "0.35"}
 BAR_COLOUR = "0.85"

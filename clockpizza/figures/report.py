@@ -48,8 +48,15 @@ from clockpizza.results.paper_compare import (
     published_phase_shares,
     tenth_table,
 )
-from clockpizza.results.phases import PHASES, classify
-from clockpizza.results.selection import main_runs, mlp_order, mlp_runs, transformers, unablated
+from clockpizza.results.phases import classify
+from clockpizza.results.selection import (
+    PHASES,
+    main_runs,
+    mlp_order,
+    mlp_runs,
+    transformers,
+    unablated,
+)
 
 # The paper's numbers (Zhong et al. 2023, section 3 and figures 1-2), for comparison only.
 PAPER_STEPS = 20_000

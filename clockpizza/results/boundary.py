@@ -26,12 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clockpizza.results.selection import main_runs
+from clockpizza.results.selection import CLOCK, NON_CIRCULAR, PHASES, PIZZA, main_runs
 
-PIZZA = "pizza"
-CLOCK = "clock"
-NON_CIRCULAR = "non-circular"
-PHASES = (PIZZA, CLOCK, NON_CIRCULAR)
 REQUIRED_COLUMNS = ("attn_rate", "width", "phase")
 
 # Newton on a strictly convex objective converges quadratically once close; on a perfectly

@@ -11,7 +11,7 @@ import pandas as pd
 
 from clockpizza.io.params import PhaseConfig
 from clockpizza.results.phases import classify
-from clockpizza.results.selection import main_runs
+from clockpizza.results.selection import NON_CIRCULAR, main_runs
 
 GS, DI = "gradient_symmetricity", "distance_irrelevance"
 SETTLE_TOL = 0.02  # GS and DI settle within this of their final values
@@ -43,7 +43,7 @@ def settle_columns(dynamics: pd.DataFrame) -> pd.DataFrame:
     for run_id, g in dynamics.sort_values(["run_id", "step"]).groupby("run_id", sort=True):
         steps = g["step"].to_numpy()
         phases = g["phase"].to_numpy(dtype=object)
-        circular = [ph for ph in phases if ph != "non-circular"]
+        circular = [ph for ph in phases if ph != NON_CIRCULAR]
         rows.append({"run_id": run_id,
                      "phase_settle_step": settle_step(steps, phases, None),
                      "phase_switched": len(set(circular)) > 1,

@@ -12,6 +12,7 @@ import pandas as pd
 from clockpizza.io.params import PhaseConfig
 from clockpizza.results.dynamics import RUN_COLUMNS, settle_columns, snapshot_phase
 from clockpizza.results.phases import classify
+from clockpizza.results.selection import NON_CIRCULAR
 
 
 def label_tables(runs: pd.DataFrame, dynamics: pd.DataFrame,
@@ -22,7 +23,7 @@ def label_tables(runs: pd.DataFrame, dynamics: pd.DataFrame,
     runs = runs.copy()
     full_acc = runs.pop("full_test_acc_step")
     runs["phase"] = classify(runs, rule)
-    runs.loc[runs["diverged"], "phase"] = "non-circular"
+    runs.loc[runs["diverged"], "phase"] = NON_CIRCULAR
     dynamics = dynamics.copy()
     dynamics["phase"] = (snapshot_phase(dynamics, rule) if len(dynamics)
                          else pd.Series(dtype=object))

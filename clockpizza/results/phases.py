@@ -8,8 +8,7 @@ import pandas as pd
 from clockpizza.io.params import PhaseConfig
 from clockpizza.results.boundary import Boundary, boundary_block
 from clockpizza.results.paper_compare import paper_block
-
-PHASES = ("pizza", "clock", "non-circular")
+from clockpizza.results.selection import CLOCK, NON_CIRCULAR, PHASES, PIZZA
 
 
 def classify(runs: pd.DataFrame, rule: PhaseConfig) -> pd.Series:
@@ -35,12 +34,12 @@ def classify(runs: pd.DataFrame, rule: PhaseConfig) -> pd.Series:
     learned = ((runs["test_acc"] >= rule.min_test_acc)
                & (runs["circularity"] >= rule.min_circularity)
                & ((runs["n_circles"] > 0) | ~analysed))
-    by_circles = np.where(runs["clock_circle_share"] >= rule.circle_majority, "clock",
-                          np.where(runs["pizza_circle_share"] >= rule.circle_majority, "pizza",
+    by_circles = np.where(runs["clock_circle_share"] >= rule.circle_majority, CLOCK,
+                          np.where(runs["pizza_circle_share"] >= rule.circle_majority, PIZZA,
                                    ""))
     by_metrics = np.where((runs["gradient_symmetricity"] >= rule.pizza_min_gs)
-                          & (runs["distance_irrelevance"] <= rule.pizza_max_di), "pizza", "clock")
-    labels = np.where(~learned, "non-circular",
+                          & (runs["distance_irrelevance"] <= rule.pizza_max_di), PIZZA, CLOCK)
+    labels = np.where(~learned, NON_CIRCULAR,
                       np.where(by_circles != "", by_circles, by_metrics))
     return pd.Series(labels, index=runs.index, name="phase", dtype=object)
 

@@ -11,6 +11,9 @@ import numpy as np
 import pandas as pd
 
 TRANSFORMER = "transformer"
+# The phase labels of the runs table, here once (clockpizza.results.phases decides them).
+PIZZA, CLOCK, NON_CIRCULAR = "pizza", "clock", "non-circular"
+PHASES = (PIZZA, CLOCK, NON_CIRCULAR)
 ABLATIONS = ("diff_vocab", "eqn_sign")
 # Paper setting of each axis: a run at these values is a "main" run (figures 1 and 2).
 AXIS_DEFAULTS: dict[str, object] = {
