@@ -143,3 +143,20 @@ def test_the_tool_refuses_to_mix_two_grids_in_one_folder(tmp_path: Path,
     assert "params.yaml: made with other params" in capsys.readouterr().err
     assert paper_scale.main(["--preset", "nope", *base]) == 2
     assert "allowed: " in capsys.readouterr().err
+
+
+def test_a_second_process_shares_the_work_and_its_runs_keep_their_provenance(
+        tmp_path: Path) -> None:
+    out, runs = tmp_path / "out", tmp_path / "weights"
+    base = ["--preset", "paper_cpu_narrow", "--out", str(out), "--runs", str(runs),
+            "--dry-run", "--params", str(ROOT / "params.yaml")]
+    assert paper_scale.main([*base, "--widths", "16", "--train-only"]) == 0
+    assert not out.exists()  # a helper writes no table and no record of the folder
+    assert paper_scale.main(base) == 0
+    prov = pd.read_parquet(out / "provenance.parquet").set_index("run_id")
+    by = prov["trained_by"]
+    runs_16 = pd.read_parquet(out / "runs.parquet").query("width == 16")["run_id"]
+    assert by.loc[runs_16].str.contains("--train-only").all()  # trained by the helper
+    assert not by.drop(runs_16).str.contains("--train-only").any()
+    assert "--train-only" not in (out / "command.txt").read_text()
+    assert paper_scale.main([*base, "--widths", "32"]) == 2  # not a width of the dry run

@@ -14,14 +14,18 @@ What it writes into ``--out`` (the shipped part: no weights):
 - after each width: ``runs.parquet``, ``circles.parquet``, ``dynamics.parquet`` (the metrics
   stage's tables, for every finished width), ``provenance.parquet`` (per run: device, CPU,
   threads, engine, precision, the wall time of the chunk that trained it, the commit and torch
-  version of the process that trained it), ``summary.json`` (the metrics stage's summary, the
+  version of the process that trained it, also in each run's ``provenance.json``),
+  ``summary.json`` (the metrics stage's summary, the
   fitted boundary included) and ``meta.json`` (which widths are done, wall times).
 
 The weights go to ``--runs`` (default ``<out>/runs``, which a ``.gitignore`` written there keeps
 out of git). Run it again with the same arguments after a kill: whole runs are reused by run id,
 an interrupted chunk resumes from its checkpoint (``train.checkpoint_minutes``), and the tables
-are rewritten. ``--dry-run`` shrinks the preset (widths 8 and 16, the ends and the middle of its
-α grid, one seed, 30 steps) to check the whole path before spending machine time.
+are rewritten. A second process can share the work: ``--widths 64 --train-only`` with the same
+``--out`` and ``--runs`` trains those widths and writes no table; the first reuses its runs, with
+their provenance, when it gets there. ``--dry-run`` shrinks the preset (widths 8 and 16, the ends
+and the middle of its α grid, one seed, 30 steps) to check the whole path before spending machine
+time.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import yaml
 from tqdm import tqdm
 
 from clockpizza.analysis.collect import collect_tables
-from clockpizza.io.params import PRESET_TARGETS, Params, ParamsError, group_specs, load_params
+from clockpizza.io.params import PRESET_TARGETS, Params, ParamsError, group_specs
 from clockpizza.io.table import (
     CIRCLES_SCHEMA,
     DYNAMICS_SCHEMA,
@@ -57,9 +61,10 @@ from clockpizza.io.table import (
 from clockpizza.results.boundary import boundary_to_json, fit_main
 from clockpizza.results.phases import summarize
 from clockpizza.science.data import make_dataset
-from clockpizza.science.grid import train_grid
+from clockpizza.science.grid import run_dir, train_grid
 from clockpizza.science.train import describe_device, resolve_device
 
+PROVENANCE = "provenance.json"  # beside a run's config.json: what trained it
 PROVENANCE_COLUMNS = ("run_id", "width", "seed", "attn_rate", "device", "cpu", "threads",
                       "engine", "precision", "steps", "chunk_wall_s", "chunk_models",
                       "resumed_from", "commit", "torch", "trained_by")
@@ -129,19 +134,31 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _provenance_rows(paths: list[Path], commit: str, trained_by: str) -> list[dict[str, Any]]:
+def write_provenance(paths: list[Path], commit: str, trained_by: str) -> None:
+    """Beside each run just trained: what trained it (``provenance.json``), so a run trained by
+    another process (``--train-only``) and reused here keeps its own record."""
+    for path in paths:
+        write_json(path / PROVENANCE, {"commit": commit, "cpu": cpu_model(),
+                                       "threads": torch.get_num_threads(),
+                                       "torch": torch.__version__, "trained_by": trained_by})
+
+
+def _provenance_rows(paths: list[Path]) -> list[dict[str, Any]]:
+    """A provenance row per run that has a ``provenance.json``."""
     rows = []
     for path in paths:
+        if not (path / PROVENANCE).is_file():
+            continue
         config = json.loads((path / "config.json").read_text())
         timing = config.get("timing") or {}
         rows.append({
             "run_id": config["run_id"], "width": config["d_model"], "seed": config["init_seed"],
-            "attn_rate": config["attn_rate"], "device": config["device"], "cpu": cpu_model(),
-            "threads": torch.get_num_threads(), "engine": config["engine"],
-            "precision": config["precision"], "steps": config["steps"],
-            "chunk_wall_s": timing.get("wall_s"), "chunk_models": timing.get("n_models"),
-            "resumed_from": timing.get("resumed_from", 0), "commit": commit,
-            "torch": torch.__version__, "trained_by": trained_by,
+            "attn_rate": config["attn_rate"], "device": config["device"],
+            "engine": config["engine"], "precision": config["precision"],
+            "steps": config["steps"], "chunk_wall_s": timing.get("wall_s"),
+            "chunk_models": timing.get("n_models"),
+            "resumed_from": timing.get("resumed_from", 0),
+            **json.loads((path / PROVENANCE).read_text()),
         })
     return rows
 
@@ -173,8 +190,11 @@ def measure(params: Params, widths: list[int], runs_root: Path, dataset: pd.Data
 
 
 def run(params: Params, out: Path, runs_root: Path, *, command: str,
+        widths: list[int] | None = None, train_only: bool = False,
         log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train ``params``' grid width by width; after each, measure and write the tables."""
+    """Train ``params``' grid width by width (``widths``: only these); after each, measure and
+    write the tables, unless ``train_only`` (a second process sharing the work: its runs are
+    reused, with their provenance, by the one that writes the tables)."""
     device = resolve_device(params.train.device)
     d = params.data
     dataset = make_dataset(d.p, d.train_frac, d.split_seed)
@@ -186,10 +206,11 @@ def run(params: Params, out: Path, runs_root: Path, *, command: str,
         "seed": list(params.seed), "steps": params.train.steps}})
     meta.setdefault("widths_done", [])
     meta.setdefault("wall_s", {})
-    n_models = len(params.attn_rate) * len(params.width) * len(params.seed)
+    mine = [w for w in params.width if widths is None or w in widths]
+    n_models = len(params.attn_rate) * len(mine) * len(params.seed)
     with tqdm(total=n_models * params.train.steps, unit="model-step", unit_scale=True,
               desc=f"train {n_models} models on {describe_device(device)}") as bar:
-        for width in params.width:
+        for width in mine:
             t0 = time.perf_counter()
             trained: list[Path] = []
             for seed in params.seed:
@@ -201,10 +222,16 @@ def run(params: Params, out: Path, runs_root: Path, *, command: str,
                 specs = group_specs(params, width, seed)
                 outcome = train_grid(params, dataset, runs_root, specs, on_progress=progress,
                                      checkpoints=runs_root / ".checkpoints")
+                write_provenance(outcome.trained, commit, command)
                 trained += outcome.trained
                 bar.update(base + len(specs) * params.train.steps - bar.n)
             train_s = time.perf_counter() - t0
-            prov = _merge_provenance(out, _provenance_rows(trained, commit, command))
+            if train_only:
+                log(f"[paper_scale] width {width}: {len(trained)} runs trained ({train_s:.0f} s)")
+                continue
+            paths = [run_dir(runs_root, spec) for seed in params.seed
+                     for spec in group_specs(params, width, seed)]
+            prov = _merge_provenance(out, _provenance_rows(paths))
             t1 = time.perf_counter()
             done = [w for w in params.width if w in {*meta["widths_done"], width}]
             measure(params, done, runs_root, dataset, out, device)
@@ -233,6 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a params key after the preset, e.g. train.precision=tf32")
     ap.add_argument("--dry-run", action="store_true", help="a tiny version of the preset")
+    ap.add_argument("--widths", type=int, nargs="+", default=None,
+                    help="train only these widths of the preset")
+    ap.add_argument("--train-only", action="store_true",
+                    help="write no tables: a second process sharing the work (same --out and "
+                         "--runs); the process that writes the tables reuses its runs")
     args = ap.parse_args(argv)
     command = "python -m clockpizza.tools.paper_scale " + shlex.join(
         sys.argv[1:] if argv is None else argv)
@@ -245,17 +277,23 @@ def main(argv: list[str] | None = None) -> int:
             raise ParamsError(f"{kept}: made with other params than --preset {args.preset} "
                               f"{' '.join('--set ' + s for s in args.set)} gives now; its "
                               "tables would mix two grids. Use another --out, or delete it")
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_text(kept, text)
-        params = load_params(kept)
+        params = Params.parse(chosen)
+        bad = sorted(set(args.widths or ()) - set(params.width))
+        if bad:
+            raise ParamsError(f"--widths {bad}: not widths of the preset; allowed: "
+                              f"{list(params.width)}")
+        if not args.train_only:  # the folder's record is the table writer's alone
+            args.out.mkdir(parents=True, exist_ok=True)
+            write_text(kept, text)
+            write_text(args.out / "command.txt", command + "\n")
     except (OSError, ParamsError) as e:
         print(f"[paper_scale] error: {e}", file=sys.stderr)
         return 2
     runs_root = args.runs or args.out / "runs"
-    if args.runs is None:
+    if args.runs is None and not args.train_only:
         write_text(args.out / ".gitignore", "/runs/\n")
-    write_text(args.out / "command.txt", command + "\n")
-    run(params, args.out, runs_root, command=command)
+    run(params, args.out, runs_root, command=command, widths=args.widths,
+        train_only=args.train_only)
     return 0
 
 
