@@ -624,6 +624,21 @@ def fast_step_applies(n_layers: int, precision: str) -> bool:
     return n_layers == 1 and precision in ("fp32", "tf32")
 
 
+def engine_note(params: Params) -> str | None:
+    """One line saying which transformer runs ``train.engine: fast`` trains with the reference
+    step instead (recorded as ``engine: reference`` in their config and id); ``None`` if none."""
+    if params.train.engine == REFERENCE:
+        return None
+    other = [n for n in params.model.n_layers
+             if not fast_step_applies(n, params.train.precision)]
+    if not other:
+        return None
+    layers = ", ".join(str(n) for n in other)
+    return (f"train.engine = fast has no fast step for n_layers {layers} in "
+            f"{params.train.precision} (one-layer fp32/tf32 only): those runs train with the "
+            "reference step and record engine: reference")
+
+
 def _derived_seed(run_id: str, purpose: str) -> int:
     return int(hashlib.sha256(f"{run_id}:{purpose}".encode()).hexdigest()[:15], 16)
 

@@ -26,6 +26,7 @@ from clockpizza.io.params import (
     Params,
     RunSpec,
     TrainConfig,
+    engine_note,
     group_specs,
     instance_specs,
     mlp_spec,
@@ -251,6 +252,9 @@ def train_grid(params: Params, dataset: pd.DataFrame, runs_root: str | Path,
     """
     t = params.train
     todo, reused = split_reused(params, runs_root, specs, reuse=reuse)
+    note = engine_note(params)
+    if note and todo:
+        log.warning("%s", note)
     if t.backend == "ray" and todo:  # nothing to train: no cluster started
         from clockpizza.science import distributed
 
