@@ -581,16 +581,26 @@ class RunSpec:
         """The seed the initial weights are drawn from.
 
         ``init_seed`` itself by default, so every attention rate of a group starts from the
-        same weights; with ``init_per_run`` one derived from the run id, so each run starts
-        from its own (as each of the paper's runs did).
+        same weights; with ``init_per_run`` one derived from the run id (the fp32 twin's for
+        another precision), so each run starts from its own (as each of the paper's runs did).
         """
-        return _derived_seed(self.run_id, "init") if self.init_per_run else self.init_seed
+        return _derived_seed(self._seed_basis, "init") if self.init_per_run else self.init_seed
 
     @property
     def data_split_seed(self) -> int:
         """The seed of the run's train/test split: ``split_seed``, or with ``split_per_run``
-        one derived from the run id (the paper drew an unseeded split per run)."""
-        return _derived_seed(self.run_id, "split") if self.split_per_run else self.split_seed
+        one derived from the run id (the paper drew an unseeded split per run); the fp32
+        twin's for another precision."""
+        return _derived_seed(self._seed_basis, "split") if self.split_per_run else self.split_seed
+
+    @property
+    def _seed_basis(self) -> str:
+        """What the per-run seeds derive from: the run id of this run in fp32. A TF32 or bf16
+        run so starts from its fp32 twin's weights and split, and a precision is compared
+        with fp32 on the same models (fp32 runs: their own id, as always)."""
+        if self.precision == "fp32":
+            return self.run_id
+        return dataclasses.replace(self, precision="fp32").run_id
 
     @property
     def run_id(self) -> str:
