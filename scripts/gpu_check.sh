@@ -28,6 +28,8 @@
 #   call 2 (the rest, carry .wheels):     bash scripts/gpu_check.sh "$OUT" --steps def --budget S
 # with S = the device time left less a minute. Call 1 prints "qualified: P"; pass
 # --precision P to call 2 if the machine was given back in between (.gpu_work is then gone).
+# The copied tree has no .git: prefix each call with CLOCKPIZZA_COMMIT=<sha of the commit sent>
+# so that every run's provenance names it.
 # --dry-run: every step on the CPU with tiny grids (seconds per step), the same archives.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -70,8 +72,9 @@ if [ $dry = 1 ]; then
   caps=([a]=120 [b]=300 [c]=300 [d]=300 [e]=300 [f]=120)
 else
   tiny=()
-  bench_args=(--width 32 128 512 --steps 300 --repeats 3 --peak-seconds 0.5 --warmup 20
-              --device cuda)
+  # 16 models at width 512: ~1 TFLOP a step already, the time of 128 would not fit
+  bench_args=(--width 32 128 512 --n-models 128 128 16 --steps 200 --repeats 3
+              --peak-seconds 0.5 --warmup 20 --device cuda)
   bench_precisions="fp32 tf32 bf16"
   caps=([a]=150 [b]=330 [c]=330 [d]=420 [e]=420 [f]=200)
 fi

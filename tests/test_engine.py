@@ -187,6 +187,8 @@ def test_benchmark_refuses_a_width_that_does_not_split_into_heads() -> None:
         bench.main(["--width", "30", "--no-report"])
     with pytest.raises(SystemExit):
         bench.main(["--steps", "5", "--warmup", "5", "--no-report"])
+    with pytest.raises(SystemExit):
+        bench.main(["--width", "8", "12", "--n-models", "1", "2", "3", "--no-report"])
 
 
 def test_the_benchmark_times_the_steps_not_the_set_up(

@@ -478,8 +478,9 @@ def main(argv: list[str] | None = None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--width", type=int, nargs="+", default=[32, 64, 128],
                     help="d_model, one row each (default 32 64 128)")
-    ap.add_argument("--n-models", type=int, default=None,
-                    help="models trained together (default: 8 on CPU, 128 on CUDA)")
+    ap.add_argument("--n-models", type=int, nargs="+", default=None,
+                    help="models trained together: one number, or one per --width "
+                         "(default: 8 on CPU, 128 on CUDA)")
     ap.add_argument("--steps", type=int, default=100,
                     help="steps of our trainer per repetition (default 100), the first "
                          "--warmup of them untimed")
@@ -508,7 +509,12 @@ def main(argv: list[str] | None = None) -> None:
     for width in args.width:
         if width < 4 or width % 4:
             ap.error(f"--width {width}: must be a positive multiple of n_heads = 4")
-    if args.steps < 1 or args.repeats < 1 or (args.n_models is not None and args.n_models < 1):
+    n_models = args.n_models or [None]
+    if len(n_models) == 1:
+        n_models = n_models * len(args.width)
+    if len(n_models) != len(args.width):
+        ap.error(f"--n-models: one number or one per --width ({len(args.width)})")
+    if args.steps < 1 or args.repeats < 1 or any(n is not None and n < 1 for n in n_models):
         ap.error("--steps, --repeats and --n-models must be >= 1")
     if not 0 <= args.warmup < args.steps:
         ap.error(f"--warmup {args.warmup}: must be in [0, --steps = {args.steps})")
@@ -516,8 +522,8 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--lr-warmup must be >= 0 and --peak-seconds > 0")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    for width in args.width:
-        result = run_benchmark(width, args.n_models, args.steps, args.device,
+    for width, n in zip(args.width, n_models, strict=True):
+        result = run_benchmark(width, n, args.steps, args.device,
                                args.reference_steps, args.precision, args.repeats,
                                peak_seconds=args.peak_seconds, engine=args.engine,
                                warmup=args.warmup, lr_warmup=args.lr_warmup)

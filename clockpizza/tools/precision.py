@@ -133,8 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for folder in args.folders[1:]:
         meta = _meta(folder)
-        name = str(meta.get("precision", folder.name))
-        rows.append((name, compare(reference, read_runs_table(folder / "runs.parquet")), meta))
+        table = read_runs_table(folder / "runs.parquet")
+        # the runs' own precision (one per grid); a folder name only for an empty table
+        found = sorted(set(table["precision"])) if "precision" in table else []
+        name = str(meta.get("precision", "/".join(found) or folder.name))
+        rows.append((name, compare(reference, table), meta))
     qualified = None
     if args.noise is not None:
         repeat = read_runs_table(args.noise / "runs.parquet")
