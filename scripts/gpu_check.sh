@@ -112,7 +112,9 @@ log "plan: steps $steps, budget ${budget}s, work $work, out $out$([ $dry = 1 ] &
 
 # Pydantic and its needs, from wheels that travel with the tree (no network there).
 if ! python3 -c "import pydantic" 2>/dev/null; then
-  if ls .wheels/*.whl >/dev/null 2>&1; then
+  if [ -d "$work/site/pydantic" ]; then  # installed by an earlier call on this machine
+    export PYTHONPATH="$work/site:$PYTHONPATH"
+  elif ls .wheels/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --find-links .wheels --target "$work/site" pydantic \
       && export PYTHONPATH="$work/site:$PYTHONPATH"
   else
