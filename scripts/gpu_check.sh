@@ -58,8 +58,8 @@ log() { echo "[gpu_check ${SECONDS}s] $*" | tee -a "$work/log.txt"; }
 finish() { cp "$work/log.txt" "$out/log.txt" 2>/dev/null; }
 trap finish EXIT
 
-# Figure 1's rates every 0.05: the runs trained twice in fp32 for the noise floor.
 declare -A caps  # seconds each step may take at most
+# Figure 1's rates every 0.05: the runs trained twice in fp32 for the noise floor.
 SUBSET='[0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1]'
 if [ $dry = 1 ]; then
   # paper_scale's own dry run (30 steps, 3 rates), smaller still: one width, p 23, few triples
