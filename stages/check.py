@@ -3,7 +3,7 @@ its stamp). DVC removes a stage's outputs just before running it, in pipeline or
 refused here stops `dvc repro` / `dvc exp run` before any output is removed."""
 
 from clockpizza.io.cli import run_stage
-from clockpizza.io.params import load_params
+from clockpizza.io.params import engine_note, load_params
 from clockpizza.io.table import write_text
 
 # The same bytes on every success, so the stages downstream rerun only for their own params.
@@ -11,7 +11,9 @@ STAMP = "metrics/params_checked.txt"
 
 
 def main() -> None:
-    load_params()
+    note = engine_note(load_params())
+    if note:
+        print(f"[check] {note}")
     write_text(STAMP, "params.yaml passed the params check (clockpizza.io.params)\n")
     print(f"[check] params.yaml is valid -> {STAMP}")
 

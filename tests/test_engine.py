@@ -159,9 +159,10 @@ def test_flop_count_matches_a_hand_count() -> None:
 def test_benchmark_prints_one_json_line_and_updates_its_table(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(bench, "peak_matmul_tflops", lambda device, seconds=1.0: 1.0)
+    monkeypatch.setattr(bench, "peak_matmul_tflops", lambda *a, **k: 1.0)
     report = tmp_path / "benchmarks.md"
-    args = ["--width", "8", "--n-models", "2", "--steps", "3", "--reference-steps", "2",
+    args = ["--width", "8", "--n-models", "2", "--steps", "3", "--warmup", "1",
+            "--reference-steps", "2",
             "--device", "cpu", "--repeats", "2", "--json", "--report", str(report)]
     bench.main(args)
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -184,6 +185,29 @@ def test_benchmark_prints_one_json_line_and_updates_its_table(
 def test_benchmark_refuses_a_width_that_does_not_split_into_heads() -> None:
     with pytest.raises(SystemExit):
         bench.main(["--width", "30", "--no-report"])
+    with pytest.raises(SystemExit):
+        bench.main(["--steps", "5", "--warmup", "5", "--no-report"])
+    with pytest.raises(SystemExit):
+        bench.main(["--width", "8", "12", "--n-models", "1", "2", "3", "--no-report"])
+
+
+def test_the_benchmark_times_the_steps_not_the_set_up(
+        data: SplitTensors, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from clockpizza.science import train
+
+    init = train.init_model
+
+    def slow_init(*a: object, **k: object) -> object:
+        time.sleep(3.0)
+        return init(*a, **k)
+
+    monkeypatch.setattr(train, "init_model", slow_init)
+    started = time.perf_counter()
+    seconds = bench.timed_group(specs(2, steps=4), data, torch.device("cpu"), warmup=1)
+    assert time.perf_counter() - started > 3.0, "the slow set-up ran"
+    assert 0 < seconds < 3.0, "three steps timed, the set-up not"
 
 
 def test_a_split_per_run_trains_each_model_as_if_alone_on_its_own_split() -> None:

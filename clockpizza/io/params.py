@@ -582,16 +582,26 @@ class RunSpec:
         """The seed the initial weights are drawn from.
 
         ``init_seed`` itself by default, so every attention rate of a group starts from the
-        same weights; with ``init_per_run`` one derived from the run id, so each run starts
-        from its own (as each of the paper's runs did).
+        same weights; with ``init_per_run`` one derived from the run id (the fp32 twin's for
+        another precision), so each run starts from its own (as each of the paper's runs did).
         """
-        return _derived_seed(self.run_id, "init") if self.init_per_run else self.init_seed
+        return _derived_seed(self._seed_basis, "init") if self.init_per_run else self.init_seed
 
     @property
     def data_split_seed(self) -> int:
         """The seed of the run's train/test split: ``split_seed``, or with ``split_per_run``
-        one derived from the run id (the paper drew an unseeded split per run)."""
-        return _derived_seed(self.run_id, "split") if self.split_per_run else self.split_seed
+        one derived from the run id (the paper drew an unseeded split per run); the fp32
+        twin's for another precision."""
+        return _derived_seed(self._seed_basis, "split") if self.split_per_run else self.split_seed
+
+    @property
+    def _seed_basis(self) -> str:
+        """What the per-run seeds derive from: the run id of this run in fp32. A TF32 or bf16
+        run so starts from its fp32 twin's weights and split, and a precision is compared
+        with fp32 on the same models (fp32 runs: their own id, as always)."""
+        if self.precision == "fp32":
+            return self.run_id
+        return dataclasses.replace(self, precision="fp32").run_id
 
     @property
     def run_id(self) -> str:
@@ -623,6 +633,21 @@ def fast_step_applies(n_layers: int, precision: str) -> bool:
     (the one rule; :func:`clockpizza.science.fast.supports` applies it to a model). Other runs
     train with the reference step, and record ``engine: reference``."""
     return n_layers == 1 and precision in ("fp32", "tf32")
+
+
+def engine_note(params: Params) -> str | None:
+    """One line saying which transformer runs ``train.engine: fast`` trains with the reference
+    step instead (recorded as ``engine: reference`` in their config and id); ``None`` if none."""
+    if params.train.engine == REFERENCE:
+        return None
+    other = [n for n in params.model.n_layers
+             if not fast_step_applies(n, params.train.precision)]
+    if not other:
+        return None
+    layers = ", ".join(str(n) for n in other)
+    return (f"train.engine = fast has no fast step for n_layers {layers} in "
+            f"{params.train.precision} (one-layer fp32/tf32 only): those runs train with the "
+            "reference step and record engine: reference")
 
 
 def _derived_seed(run_id: str, purpose: str) -> int:

@@ -12,6 +12,7 @@ alone has the bits it has trained among its group (on CPU; tests/test_grid.py ch
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from clockpizza.io.params import (
     Params,
     RunSpec,
     TrainConfig,
+    engine_note,
     group_specs,
     instance_specs,
     shape_groups,
@@ -43,6 +45,7 @@ from clockpizza.science.runs import read_spec_run, run_config
 from clockpizza.science.train import plan_chunks, resolve_device
 
 CHECKPOINTS = Path(".checkpoints")
+log = logging.getLogger(__name__)
 
 
 def run_dir(runs_root: str | Path, spec: RunSpec) -> Path:
@@ -168,6 +171,9 @@ def train_grid(params: Params, dataset: pd.DataFrame, runs_root: str | Path,
     total); ``on_progress(model_steps)`` counts over the whole grid, across workers.
     """
     todo, reused = split_reused(params, runs_root, specs, reuse=reuse)
+    note = engine_note(params)
+    if note and todo:
+        log.warning("%s", note)
     with open_backend(params.train, checkpoints, needed=bool(todo)) as backend:
         plan = plan_grid(params, dataset, todo, reused, memory_share=backend.memory_share,
                          device=backend.plan_device)

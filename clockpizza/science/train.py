@@ -94,17 +94,30 @@ def tune_cpu_allocator() -> bool:
 
 @contextlib.contextmanager
 def precision_context(precision: str, device: torch.device) -> Iterator[None]:
-    """fp32 (the paper's), TF32 matrix units, or bf16 autocast; only when asked for."""
+    """TF32 matrix units while training when asked for (a process-wide switch, restored after).
+
+    bf16 is not switched on here: its autocast covers each forward and loss alone
+    (:func:`forward_context`).
+    """
     old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
     try:
-        if precision == "bf16":
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                yield
-        else:
-            yield
+        yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def forward_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager[
+        object]:
+    """bf16 autocast around one forward pass and its loss; nothing for fp32 and tf32.
+
+    Never around the optimizer step: autocast keeps the bf16 copy of each weight it casts for a
+    matmul until the outermost autocast region exits, so one region spanning the training loop
+    reads every step's forward from the step-0 weights while AdamW updates the fp32 masters.
+    """
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -301,11 +314,14 @@ def train_group(
     if checkpoint is not None and checkpoint.exists():
         start, row = _resume(checkpoint, run_ids, model, opt, sched, history, device, snapshots)
 
+    autocast = functools.partial(forward_context, s0.precision, device)
+
     def record(row: int, train_logits: Tensor, train_loss: Tensor) -> None:
         # Written into a device buffer: no host sync inside the loop.
         with torch.no_grad():
             # per-run split: x_test is x_train (all pairs), so the logits are already there
-            test_logits = model(data.x_test) if mask is None else train_logits
+            with autocast():
+                test_logits = model(data.x_test) if mask is None else train_logits
             history[row, 0] = train_loss
             history[row, 1] = cross_entropy64(test_logits, data.y_test, test_mask)
             history[row, 2] = _accuracy(train_logits, data.y_train, mask)
@@ -317,8 +333,9 @@ def train_group(
             on_progress(record_at[row])
 
     def eager_step(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        logits = model(x)  # [M, N_train, V]
-        return logits, cross_entropy64(logits, y, mask)  # [M]
+        with autocast():
+            logits = model(x)  # [M, N_train, V]
+            return logits, cross_entropy64(logits, y, mask)  # [M]
 
     forward_loss = _compiled(eager_step) if engine == "compiled" else eager_step
     fast = None
@@ -354,9 +371,10 @@ def train_group(
                 loss.sum().backward()  # models share no parameters: each its own gradient
             opt.step()
             sched.step()
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             logits = model(data.x_train)
-            record(row, logits, cross_entropy64(logits, data.y_train, mask))
+            loss = cross_entropy64(logits, data.y_train, mask)
+        record(row, logits, loss)
     if checkpoint is not None:
         # The finished state, so a group split into chunks resumes a finished chunk at once.
         _save_checkpoint(checkpoint, run_ids, s0.steps, row, model, opt, sched, history,

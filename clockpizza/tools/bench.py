@@ -1,8 +1,8 @@
 """Benchmark: our vectorised trainer against a plain loop of the paper's procedure.
 
     python -m clockpizza.tools.bench [--width 32 64 128] [--n-models N] [--steps 100]
-                                     [--repeats 5] [--threads T] [--device auto]
-                                     [--engine fast] [--json]
+                                     [--warmup 10] [--repeats 5] [--threads T] [--device auto]
+                                     [--precision fp32] [--engine fast] [--json]
 
 Each width prints one JSON line (see :func:`run_benchmark`): medians over the repetitions, their
 ranges, and the load average before and after. The result is also written
@@ -14,6 +14,12 @@ training step needs, times 2, times 3 for forward + backward (backward ≈ 2 × 
 training example, per model (:func:`train_flops_per_model_step`). Attention-score and softmax
 arithmetic, the loss and the optimizer are left out: they are O(n_ctx²·d) or O(params) per
 example, under 2 % of the total at width ≥ 32.
+
+What is timed is the steady state: the models' initialisation, the copy to the device and the
+first ``--warmup`` steps stay outside the timer, which runs from the ``--warmup``-th step's
+evaluation to the last one (CUDA events on a GPU, so no host sync enters the step loop). Each
+precision is scored against the peak of a large matmul in that precision (fp32 with TF32 off,
+TF32, bf16), measured in the same repetition.
 
 *mfu* counts those model FLOPs whatever the engine. The fast step (``--engine fast``,
 :mod:`clockpizza.science.fast`) performs fewer: it computes keys, values and queries once per
@@ -88,30 +94,74 @@ def performed_flops_per_model_step(cfg: TransformerConfig, n_train: int, engine:
     return 6 * (per_example * n_train + tables)
 
 
-def peak_matmul_tflops(device: torch.device, seconds: float = 1.0) -> float:
-    """Measured fp32 matmul throughput on ``device`` (the roofline mfu is stated against)."""
+def peak_matmul_tflops(device: torch.device, seconds: float = 1.0,
+                       precision: str = "fp32") -> float:
+    """Measured matmul throughput on ``device`` in ``precision`` (the roofline mfu is stated
+    against): float32 with TF32 off, float32 with TF32 on, or bfloat16 matrices."""
     n = 8192 if device.type == "cuda" else 2048
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    with precision_context("fp32", device):
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    with precision_context(precision, device):
         for _ in range(2):
             a @ b
         _sync(device)
-        reps, t0 = 0, time.perf_counter()
+        reps, t0, start = 0, time.perf_counter(), _mark(device)
         while time.perf_counter() - t0 < seconds or reps < 3:
             a @ b
             reps += 1
             if device.type == "cuda" and reps % 10:
                 continue
             _sync(device)
-        _sync(device)
-        elapsed = time.perf_counter() - t0
+        elapsed = _elapsed(start, _mark(device))
     return 2 * n**3 * reps / elapsed / 1e12
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+Mark = float | torch.cuda.Event
+
+
+def _mark(device: torch.device) -> Mark:
+    """A point in time: a CUDA event recorded on the stream (no host sync), else the clock."""
+    if device.type == "cuda":
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+    return time.perf_counter()
+
+
+def _elapsed(start: Mark, end: Mark) -> float:
+    """Seconds between two marks (waits for a CUDA end event to complete)."""
+    if isinstance(start, torch.cuda.Event) and isinstance(end, torch.cuda.Event):
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    assert isinstance(start, float) and isinstance(end, float)
+    return end - start
+
+
+def timed_group(specs: list[RunSpec], data: SplitTensors, device: torch.device,
+                warmup: int) -> float:
+    """Seconds of the steps after ``warmup`` of one trained group (``specs[0].steps`` in all).
+
+    Set-up and the first ``warmup`` steps are outside the timer: it starts at the evaluation of
+    step ``warmup`` (a snapshot there copies the weights to the host, so the device has caught
+    up) and stops at the final evaluation, evaluated every :data:`EVAL_EVERY` steps as the
+    pipeline's default evaluates.
+    """
+    steps = specs[0].steps
+    marks: dict[int, Mark] = {}
+
+    def progress(step: int) -> None:
+        if step in (warmup, steps):
+            marks[step] = _mark(device)
+
+    train_group(specs, data, device, eval_every=EVAL_EVERY, snapshot_at=(warmup,),
+                on_progress=progress)
+    return _elapsed(marks[warmup], marks[steps])
 
 
 def preset_flops(preset: dict[str, object], p: int = 59, train_frac: float = 0.8) -> float:
@@ -183,7 +233,8 @@ def reference_loop(cfg: TransformerConfig, spec: RunSpec, data: SplitTensors, st
     model = _PaperTransformer(cfg, spec.attn_rate, spec.init_seed).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(spec.beta1, spec.beta2),
                             eps=spec.eps, weight_decay=spec.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(t / 10, 1))
+    warm = spec.warmup_steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(t / warm, 1) if warm else 1)
     _sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -233,6 +284,7 @@ class BenchResult:
     d_model: int
     n_models: int
     steps: int
+    warmup: int  # of the steps, untimed
     precision: str
     engine: str
     threads: int
@@ -270,7 +322,15 @@ def load_average() -> float:
 def run_benchmark(width: int = 128, n_models: int | None = None, steps: int = 100,
                   device: str = "auto", reference_steps: int | None = None,
                   precision: str = "fp32", repeats: int = 5,
-                  peak_seconds: float = 1.0, engine: str = "fast") -> BenchResult:
+                  peak_seconds: float = 1.0, engine: str = "fast", warmup: int = 10,
+                  lr_warmup: int = 10) -> BenchResult:
+    """Medians over ``repeats`` repetitions; ``steps - warmup`` steps of each are timed.
+
+    ``lr_warmup`` is the learning-rate warm-up (``train.warmup_steps``, the paper's 10) of our
+    trainer and the reference loop alike.
+    """
+    if not 0 <= warmup < steps:
+        raise ValueError(f"warmup = {warmup}: must be in [0, steps = {steps})")
     dev = resolve_device(device)
     n_models = n_models or default_n_models(dev)
     reference_steps = reference_steps or max(5, steps // 5)
@@ -281,31 +341,25 @@ def run_benchmark(width: int = 128, n_models: int | None = None, steps: int = 10
     specs = [RunSpec(attn_rate=i / max(n_models - 1, 1), d_model=width, n_layers=1, n_heads=4,
                      act="relu", p=p, train_frac=0.8, split_seed=0, init_seed=0, steps=steps,
                      lr=1e-3, weight_decay=2.0, beta1=0.9, beta2=0.98, eps=1e-8,
-                     warmup_steps=10, precision=precision, engine=engine)
+                     warmup_steps=lr_warmup, precision=precision, engine=engine)
              for i in range(n_models)]
     cfg = model_config(specs[0])
     flops = train_flops_per_model_step(cfg, len(data.y_train))
     performed = performed_flops_per_model_step(cfg, len(data.y_train), engine)
     load_before = load_average()
-    warm = [RunSpec(**{**vars(s), "steps": 3}) for s in specs]
-    train_group(warm, data, dev, eval_every=steps)  # allocator, kernels, thread pools
-    reference_loop(cfg, specs[-1], data, 2, dev)
+    reference_loop(cfg, specs[-1], data, 2, dev)  # allocator, kernels, thread pools
     ours, ref, peak = [], [], []
     for _ in range(repeats):
-        _sync(dev)
-        t0 = time.perf_counter()
-        # evaluated as the pipeline's default evaluates (eval_every 100); ends with a host read
-        train_group(specs, data, dev, eval_every=EVAL_EVERY)
-        ours.append(n_models * steps / (time.perf_counter() - t0))
+        ours.append(n_models * (steps - warmup) / timed_group(specs, data, dev, warmup))
         ref.append(reference_steps / reference_loop(cfg, specs[-1], data, reference_steps, dev))
-        peak.append(peak_matmul_tflops(dev, peak_seconds))
+        peak.append(peak_matmul_tflops(dev, peak_seconds, precision))
     load_after = load_average()
     speedup = [o / r for o, r in zip(ours, ref, strict=True)]
     mfu = [o * flops / 1e12 / pk for o, pk in zip(ours, peak, strict=True)]
     o, s, m = Spread.of(ours), Spread.of(speedup), Spread.of(mfu)
     med_peak = statistics.median(peak)
     return BenchResult(device=describe_device(dev), d_model=width, n_models=n_models,
-                       steps=steps, precision=precision, engine=engine,
+                       steps=steps, warmup=warmup, precision=precision, engine=engine,
                        threads=torch.get_num_threads(),
                        repeats=repeats, model_steps_per_s=o.median,
                        reference_model_steps_per_s=statistics.median(ref),
@@ -319,7 +373,7 @@ def run_benchmark(width: int = 128, n_models: int | None = None, steps: int = 10
 
 _HEADER = ("| device | d_model | models | steps | precision | engine | threads | reps | "
            "model-steps/s (min–max) | reference | speedup (min–max) | achieved TFLOP/s | peak "
-           "fp32 matmul TFLOP/s | mfu (min–max) | hfu | load before → after (cpus) |")
+           "matmul TFLOP/s | mfu (min–max) | hfu | load before → after (cpus) |")
 _ACHIEVED = 11  # the column of achieved TFLOP/s, counted from 0
 
 
@@ -369,7 +423,9 @@ def update_report(result: BenchResult, path: Path = REPORT) -> None:
         "of *reps* repetitions, the range in brackets; each repetition times our trainer, the",
         "reference and the peak matmul back to back. *reference* is the paper's procedure, one",
         "model at a time with a host read every step; *mfu* is achieved model FLOPs over a large",
-        "fp32 matmul measured in the same repetition (counting in `clockpizza/tools/bench.py`).",
+        "matmul in the row's precision (fp32 with TF32 off, TF32, bf16) measured in the same",
+        "repetition (counting in `clockpizza/tools/bench.py`). Timed: the steady state, model",
+        "set-up and the first warm-up steps outside the timer (CUDA events on a GPU).",
         "*engine* is `train.engine`: the fast step performs fewer FLOPs than the model's (its",
         "keys, values and queries once per token, not per example), so its mfu can pass 1;",
         "*hfu* counts the FLOPs it performs.",
@@ -422,12 +478,20 @@ def main(argv: list[str] | None = None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--width", type=int, nargs="+", default=[32, 64, 128],
                     help="d_model, one row each (default 32 64 128)")
-    ap.add_argument("--n-models", type=int, default=None,
-                    help="models trained together (default: 8 on CPU, 128 on CUDA)")
+    ap.add_argument("--n-models", type=int, nargs="+", default=None,
+                    help="models trained together: one number, or one per --width "
+                         "(default: 8 on CPU, 128 on CUDA)")
     ap.add_argument("--steps", type=int, default=100,
-                    help="timed steps of our trainer (default 100; a group's fixed costs, its "
-                         "initialisation and its first and last evaluation, are in the time, "
-                         "spread over far fewer steps than a pipeline run's thousands)")
+                    help="steps of our trainer per repetition (default 100), the first "
+                         "--warmup of them untimed")
+    ap.add_argument("--warmup", type=int, default=10,
+                    help="untimed steps before the timer starts (default 10; set-up is "
+                         "never timed)")
+    ap.add_argument("--lr-warmup", type=int, default=10,
+                    help="learning-rate warm-up steps, train.warmup_steps (default 10, the "
+                         "paper's)")
+    ap.add_argument("--peak-seconds", type=float, default=1.0,
+                    help="seconds of the peak matmul per repetition (default 1)")
     ap.add_argument("--reference-steps", type=int, default=None,
                     help="timed steps of the reference loop (default steps/5, at least 5)")
     ap.add_argument("--repeats", type=int, default=5,
@@ -445,14 +509,24 @@ def main(argv: list[str] | None = None) -> None:
     for width in args.width:
         if width < 4 or width % 4:
             ap.error(f"--width {width}: must be a positive multiple of n_heads = 4")
-    if args.steps < 1 or args.repeats < 1 or (args.n_models is not None and args.n_models < 1):
+    n_models = args.n_models or [None]
+    if len(n_models) == 1:
+        n_models = n_models * len(args.width)
+    if len(n_models) != len(args.width):
+        ap.error(f"--n-models: one number or one per --width ({len(args.width)})")
+    if args.steps < 1 or args.repeats < 1 or any(n is not None and n < 1 for n in n_models):
         ap.error("--steps, --repeats and --n-models must be >= 1")
+    if not 0 <= args.warmup < args.steps:
+        ap.error(f"--warmup {args.warmup}: must be in [0, --steps = {args.steps})")
+    if args.lr_warmup < 0 or args.peak_seconds <= 0:
+        ap.error("--lr-warmup must be >= 0 and --peak-seconds > 0")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    for width in args.width:
-        result = run_benchmark(width, args.n_models, args.steps, args.device,
+    for width, n in zip(args.width, n_models, strict=True):
+        result = run_benchmark(width, n, args.steps, args.device,
                                args.reference_steps, args.precision, args.repeats,
-                               engine=args.engine)
+                               peak_seconds=args.peak_seconds, engine=args.engine,
+                               warmup=args.warmup, lr_warmup=args.lr_warmup)
         if not args.no_report:
             update_report(result, args.report)
         if not args.json:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import shlex
 import subprocess
@@ -110,8 +111,10 @@ def preset_params(raw: dict[str, Any], preset: str, overrides: list[str],
 
 
 def git_commit(root: Path = Path()) -> str:
-    """The checkout's commit, ``+dirty`` when tracked files differ from it; ``unknown``
-    outside a git checkout (a copied tree on a GPU machine)."""
+    """The checkout's commit, ``+dirty`` when tracked files differ from it. Outside a git
+    checkout (a copied tree on a GPU machine) the ``CLOCKPIZZA_COMMIT`` environment variable
+    (set by whoever copied it), else ``unknown``."""
+    copied = os.environ.get("CLOCKPIZZA_COMMIT", "unknown")
     try:
         sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True,
                              capture_output=True, text=True).stdout.strip()
@@ -119,7 +122,7 @@ def git_commit(root: Path = Path()) -> str:
                                 "--untracked-files=no"], check=True, capture_output=True,
                                text=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return copied
     return sha + ("+dirty" if dirty else "")
 
 
