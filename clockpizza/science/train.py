@@ -41,14 +41,10 @@ from clockpizza.science.fast import FastStep, supports
 from clockpizza.science.model import BatchedTransformer, TransformerConfig, cross_entropy64
 
 HISTORY_COLUMNS = ("step", "train_loss", "test_loss", "train_acc", "test_acc")
-# How the training step is computed. "reference": autograd op by op (RunSpec.engine
-# "reference"). "fast": clockpizza.science.fast, the forward and backward by hand (RunSpec.engine
-# "fast"): equal to rounding, not bit for bit. "compiled": the reference forward and loss through
-# torch.compile, which fuses the elementwise chains; equal to rounding too, an opt-in through
-# train_group only (no params value): measured on the 2-core dev machine, 2 threads, 8 models,
-# 1.45x the reference step at width 32, 1.2x at 64, 1.1-1.17x at 128, after 10-12 s of
-# compiling per shape; falls back to the reference where compiling fails (no C compiler).
-ENGINES = ("reference", "fast", "compiled")
+# How a training step is computed (RunSpec.engine; :func:`make_step` builds it): "reference",
+# autograd op by op; "fast", :mod:`clockpizza.science.fast`, the same mathematics by hand (equal
+# to rounding, not bit for bit, so it is part of a run's id).
+ENGINES = ("reference", "fast")
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -253,6 +249,82 @@ def eval_steps(steps: int, eval_every: int, snapshots: Sequence[int] = ()) -> li
                   | {s for s in snapshots if 0 <= s <= steps})
 
 
+class Step:
+    """One training step of a batch of models, and the optimizer it is meant for.
+
+    ``step(keep_logits)`` writes every parameter's ``.grad`` for the mean loss on each model's
+    training pairs; with ``keep_logits`` it also returns the training logits and the float64
+    loss ``[M]`` (the history's record, detached). The loop (:func:`train_group`) knows no
+    more than this.
+    """
+
+    def __init__(self, model: BatchedModel, data: SplitTensors, precision: str,
+                 device: torch.device) -> None:
+        self.model, self.data, self.device = model, data, device
+        self.precision = precision
+
+    # The reference keeps the multi-tensor AdamW (one update per tensor list), so its runs stay
+    # bit for bit what they always were; fused on CUDA, where its step counter stays on the
+    # device (no host read per step).
+    fused_on_cpu = False
+
+    def optimizer(self, s0: RunSpec) -> torch.optim.AdamW:
+        """AdamW over the stacked weights: elementwise, so exactly per-model AdamW."""
+        fused = self.device.type == "cuda" or self.fused_on_cpu
+        return torch.optim.AdamW(
+            self.model.parameters(), lr=s0.lr, betas=(s0.beta1, s0.beta2), eps=s0.eps,
+            weight_decay=s0.weight_decay, foreach=not fused, fused=fused)
+
+    def __call__(self, keep_logits: bool) -> tuple[Tensor, Tensor] | None:
+        raise NotImplementedError
+
+
+class ReferenceStep(Step):
+    """Autograd, op by op, through :class:`~clockpizza.science.model.BatchedTransformer`."""
+
+    def __call__(self, keep_logits: bool) -> tuple[Tensor, Tensor] | None:
+        d = self.data
+        with forward_context(self.precision, self.device):
+            logits = self.model(d.x_train)  # [M, N_train, V]
+            loss = cross_entropy64(logits, d.y_train, d.train_mask)  # [M]
+        loss.sum().backward()  # models share no parameters: each its own gradient
+        return (logits.detach(), loss.detach()) if keep_logits else None
+
+
+class FastStepper(Step):
+    """The hand-written forward and backward of :mod:`clockpizza.science.fast`."""
+
+    # One fused kernel per tensor instead of ~10 small ones, equal to the multi-tensor update to
+    # rounding (the fast step is not bit for bit the reference anyway).
+    fused_on_cpu = True
+
+    def __init__(self, model: BatchedModel, data: SplitTensors, precision: str,
+                 device: torch.device) -> None:
+        super().__init__(model, data, precision, device)
+        if not isinstance(model, BatchedTransformer) or not supports(model, precision):
+            raise ValueError("engine fast: no fast step for these runs (one-layer fp32/tf32 "
+                             "transformers only)")
+        mask = data.train_mask
+        weight = None if mask is None else mask.double() / mask.sum(dim=1, keepdim=True)
+        self.fast = FastStep(model, data.x_train, data.y_train, weight)
+
+    def __call__(self, keep_logits: bool) -> tuple[Tensor, Tensor] | None:
+        logits = self.fast(keep_logits=keep_logits)
+        if logits is None:
+            return None
+        # the history's loss: the reference's float64 one
+        return logits, cross_entropy64(logits, self.data.y_train, self.data.train_mask)
+
+
+def make_step(engine: str, model: BatchedModel, data: SplitTensors, precision: str,
+              device: torch.device) -> Step:
+    """The one place an engine name becomes a training step."""
+    steps: dict[str, type[Step]] = {"reference": ReferenceStep, "fast": FastStepper}
+    if engine not in steps:
+        raise ValueError(f"engine {engine!r}: must be one of {ENGINES}")
+    return steps[engine](model, data, precision, device)
+
+
 def train_group(
     specs: Sequence[RunSpec],
     data: SplitTensors,
@@ -274,28 +346,21 @@ def train_group(
     uninterrupted run (bit for bit on CPU). The caller deletes the checkpoint once the runs are
     safely written. ``snapshot_at``: steps at which the weights (after that many updates) are
     copied to the CPU into ``GroupResult.snapshots``; the only host transfers in the loop.
-    ``engine`` is one of :data:`ENGINES`; ``None``: the runs' own (``RunSpec.engine``).
+    ``engine`` is one of :data:`ENGINES` (:func:`make_step`); ``None``: the runs' own
+    (``RunSpec.engine``).
     """
     _check_group(specs)
     s0 = specs[0]
-    engine = engine or s0.engine
-    if engine not in ENGINES:
-        raise ValueError(f"engine {engine!r}: must be one of {ENGINES}")
     if device.type == "cpu":
         tune_cpu_allocator()
     model = init_model(
         model_config(s0), [s.weights_seed for s in specs], [s.attn_rate for s in specs]
     ).to(device)
-    # One multi-tensor AdamW over the stacked weights: elementwise, so exactly per-model AdamW.
-    # Fused on CUDA (its step counter stays on the device: no host read per step).
-    # The fast step takes the fused AdamW on a CPU too: one kernel per tensor instead of ~10
-    # (~1 ms of a 25 ms step at width 32), equal to the multi-tensor update to rounding. The
-    # reference keeps the multi-tensor one, so its runs stay bit for bit what they were.
-    fused = device.type == "cuda" or engine == "fast"
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=s0.lr, betas=(s0.beta1, s0.beta2), eps=s0.eps,
-        weight_decay=s0.weight_decay, foreach=not fused, fused=fused,
-    )
+    mask = data.train_mask
+    if mask is not None and mask.shape[0] != len(specs):
+        raise ValueError(f"{mask.shape[0]} training masks for {len(specs)} models")
+    step_fn = make_step(engine or s0.engine, model, data, s0.precision, device)
+    opt = step_fn.optimizer(s0)
     # Paper choice: linear warm-up, lr × min(step / warmup, 1) with step counted from 0, so the
     # very first update has learning rate 0 (it only seeds Adam's moments).
     warm = s0.warmup_steps
@@ -306,21 +371,16 @@ def train_group(
     snapshots: dict[int, dict[str, Tensor]] = {}
     history = torch.zeros(len(record_at), 4, model.n_models, dtype=torch.float64, device=device)
     run_ids = [s.run_id for s in specs]
-    mask = data.train_mask
-    if mask is not None and mask.shape[0] != len(specs):
-        raise ValueError(f"{mask.shape[0]} training masks for {len(specs)} models")
     test_mask = None if mask is None else ~mask
     start, row = 0, 0
     if checkpoint is not None and checkpoint.exists():
         start, row = _resume(checkpoint, run_ids, model, opt, sched, history, device, snapshots)
 
-    autocast = functools.partial(forward_context, s0.precision, device)
-
     def record(row: int, train_logits: Tensor, train_loss: Tensor) -> None:
         # Written into a device buffer: no host sync inside the loop.
         with torch.no_grad():
             # per-run split: x_test is x_train (all pairs), so the logits are already there
-            with autocast():
+            with forward_context(s0.precision, device):
                 test_logits = model(data.x_test) if mask is None else train_logits
             history[row, 0] = train_loss
             history[row, 1] = cross_entropy64(test_logits, data.y_test, test_mask)
@@ -332,21 +392,6 @@ def train_group(
         if on_progress is not None:
             on_progress(record_at[row])
 
-    def eager_step(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        with autocast():
-            logits = model(x)  # [M, N_train, V]
-            return logits, cross_entropy64(logits, y, mask)  # [M]
-
-    forward_loss = _compiled(eager_step) if engine == "compiled" else eager_step
-    fast = None
-    if engine == "fast":
-        if not isinstance(model, BatchedTransformer) or not supports(model, s0.precision):
-            raise ValueError(f"engine fast: no fast step for {s0.family} runs with "
-                             f"n_layers = {s0.n_layers} and precision {s0.precision} "
-                             "(one-layer fp32/tf32 transformers only)")
-        weight = None if mask is None else mask.double() / mask.sum(dim=1, keepdim=True)
-        fast = FastStep(model, data.x_train, data.y_train, weight)
-
     last_save = time.monotonic()
     with precision_context(s0.precision, device):
         for step in range(start, s0.steps):
@@ -355,23 +400,14 @@ def train_group(
                 _save_checkpoint(checkpoint, run_ids, step, row, model, opt, sched, history,
                                  snapshots)
                 last_save = time.monotonic()
-            if fast is not None:
-                opt.zero_grad(set_to_none=True)
-                recording = step == record_at[row]
-                logits = fast(keep_logits=recording)  # writes every .grad
-                if logits is not None:  # the history's loss: the reference's float64 one
-                    record(row, logits, cross_entropy64(logits, data.y_train, mask))
-                    row += 1
-            else:
-                logits, loss = forward_loss(data.x_train, data.y_train)
-                if step == record_at[row]:
-                    record(row, logits.detach(), loss.detach())
-                    row += 1
-                opt.zero_grad(set_to_none=True)
-                loss.sum().backward()  # models share no parameters: each its own gradient
+            opt.zero_grad(set_to_none=True)
+            recorded = step_fn(keep_logits=step == record_at[row])  # writes every .grad
+            if recorded is not None:
+                record(row, *recorded)
+                row += 1
             opt.step()
             sched.step()
-        with torch.no_grad(), autocast():
+        with torch.no_grad(), forward_context(s0.precision, device):
             logits = model(data.x_train)
             loss = cross_entropy64(logits, data.y_train, mask)
         record(row, logits, loss)
@@ -386,24 +422,6 @@ def train_group(
         for i in range(model.n_models)
     ]
     return GroupResult(model=model, history=frames, resumed_from=start, snapshots=snapshots)
-
-
-def _compiled(fn: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
-              ) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
-    """``fn`` through torch.compile; eager from the first call on if compiling fails."""
-    compiled = torch.compile(fn, dynamic=False)
-    use: list[Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]] = [compiled]
-
-    def call(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        if use[0] is compiled:
-            try:
-                return compiled(x, y)
-            except Exception as e:  # no C compiler, an unsupported op: train anyway
-                warnings.warn(f"torch.compile failed, training eagerly ({e})", stacklevel=2)
-                use[0] = fn
-        return use[0](x, y)
-
-    return call
 
 
 def _save_checkpoint(path: Path, run_ids: list[str], step: int, row: int,

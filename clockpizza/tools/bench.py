@@ -81,7 +81,7 @@ def train_flops_per_model_step(cfg: TransformerConfig, n_train: int) -> int:
 def performed_flops_per_model_step(cfg: TransformerConfig, n_train: int, engine: str) -> int:
     """FLOPs the engine's step performs for one model (2 · 3 · MACs, as above).
 
-    The reference (and the compiled reference) perform the model FLOPs. The fast step, one block
+    The reference performs the model FLOPs. The fast step, one block
     only, performs per example the attention output projection, the MLP and the unembedding, and
     once per step the token tables: keys and values of ``n_ctx · d_vocab`` rows, queries of
     ``d_vocab`` rows and the scores of every (last token, token) pair.
@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="torch.set_num_threads (default: torch's, one per core)")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"))
-    ap.add_argument("--engine", default="fast", choices=("fast", "reference", "compiled"),
+    ap.add_argument("--engine", default="fast", choices=("fast", "reference"),
                     help="the training step measured (train.engine; default fast)")
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
     ap.add_argument("--report", type=Path, default=REPORT, help=f"table to update ({REPORT})")
