@@ -160,3 +160,20 @@ def test_a_second_process_shares_the_work_and_its_runs_keep_their_provenance(
     assert not by.drop(runs_16).str.contains("--train-only").any()
     assert "--train-only" not in (out / "command.txt").read_text()
     assert paper_scale.main([*base, "--widths", "32"]) == 2  # not a width of the dry run
+
+
+def test_measure_only_writes_the_finished_widths_and_keeps_the_training_record(
+        tmp_path: Path) -> None:
+    out, runs = tmp_path / "out", tmp_path / "weights"
+    base = ["--preset", "paper_cpu_narrow", "--out", str(out), "--runs", str(runs),
+            "--dry-run", "--params", str(ROOT / "params.yaml")]
+    assert paper_scale.main([*base, "--widths", "8", "--train-only"]) == 0
+    assert paper_scale.main([*base, "--measure-only"]) == 0  # width 16 not trained yet
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["widths_done"] == [8]
+    assert sorted(pd.read_parquet(out / "runs.parquet")["width"].unique()) == [8]
+    assert "in progress" in (out / "README.md").read_text()
+    assert paper_scale.main(base) == 0  # trains width 16, reuses width 8
+    assert "finished" in (out / "README.md").read_text().splitlines()[0]
+    assert paper_scale.main([*base, "--measure-only"]) == 0
+    assert "--measure-only" not in json.loads((out / "meta.json").read_text())["command"]

@@ -43,6 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pandas as pd
 import torch
 import yaml
@@ -62,7 +63,7 @@ from clockpizza.io.table import (
 from clockpizza.results.boundary import boundary_to_json, fit_main
 from clockpizza.results.phases import summarize
 from clockpizza.science.data import make_dataset
-from clockpizza.science.grid import run_dir, train_grid
+from clockpizza.science.grid import run_dir, split_reused, train_grid
 from clockpizza.science.train import describe_device, resolve_device
 
 PROVENANCE = "provenance.json"  # beside a run's config.json: what trained it
@@ -193,18 +194,22 @@ def measure(params: Params, widths: list[int], runs_root: Path, dataset: pd.Data
 
 
 def run(params: Params, out: Path, runs_root: Path, *, command: str,
-        widths: list[int] | None = None, train_only: bool = False,
+        widths: list[int] | None = None, train_only: bool = False, measure_only: bool = False,
         log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train ``params``' grid width by width (``widths``: only these); after each, measure and
     write the tables, unless ``train_only`` (a second process sharing the work: its runs are
-    reused, with their provenance, by the one that writes the tables)."""
+    reused, with their provenance, by the one that writes the tables). ``measure_only``: train
+    nothing; write the tables of the widths whose runs are all whole (while another process
+    trains the rest)."""
     device = resolve_device(params.train.device)
     d = params.data
     dataset = make_dataset(d.p, d.train_frac, d.split_seed)
     commit = git_commit()
     meta_path = out / "meta.json"
     meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    meta.update({"command": command, "preset_grid": {
+    if not measure_only or "command" not in meta:  # the record names what trained the runs
+        meta["command"] = command
+    meta.update({"preset_grid": {
         "attn_rate": list(params.attn_rate), "width": list(params.width),
         "seed": list(params.seed), "steps": params.train.steps}})
     meta.setdefault("widths_done", [])
@@ -216,6 +221,7 @@ def run(params: Params, out: Path, runs_root: Path, *, command: str,
         for width in mine:
             t0 = time.perf_counter()
             trained: list[Path] = []
+            missing = 0
             for seed in params.seed:
                 base = bar.n
 
@@ -223,12 +229,18 @@ def run(params: Params, out: Path, runs_root: Path, *, command: str,
                     bar.update(base + model_steps - bar.n)
 
                 specs = group_specs(params, width, seed)
+                if measure_only:
+                    missing += len(split_reused(params, runs_root, specs)[0])
+                    continue
                 outcome = train_grid(params, dataset, runs_root, specs, on_progress=progress,
                                      checkpoints=runs_root / ".checkpoints")
                 write_provenance(outcome.trained, commit, command)
                 trained += outcome.trained
                 bar.update(base + len(specs) * params.train.steps - bar.n)
             train_s = time.perf_counter() - t0
+            if missing:
+                log(f"[paper_scale] width {width}: {missing} runs not trained yet")
+                continue
             if train_only:
                 log(f"[paper_scale] width {width}: {len(trained)} runs trained ({train_s:.0f} s)")
                 continue
@@ -248,9 +260,24 @@ def run(params: Params, out: Path, runs_root: Path, *, command: str,
                          "threads": torch.get_num_threads(), "commit_last": commit,
                          "torch": torch.__version__, "python": platform.python_version()})
             write_json(meta_path, meta)
+            write_text(out / "README.md", results_readme(out, meta, params))
             log(f"[paper_scale] width {width}: {len(trained)} runs trained "
                 f"({train_s:.0f} s), tables of widths {done} in {out}")
     return meta
+
+
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("clockpizza.tools", "templates"), trim_blocks=True,
+    lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+
+
+def results_readme(out: Path, meta: dict[str, Any], params: Params) -> str:
+    """The folder's README: what made it, what is done, where it ran."""
+    return _TEMPLATES.get_template("results_readme.md.j2").render(
+        out=out.name, complete=set(meta["widths_done"]) == set(params.width),
+        grid=meta["preset_grid"], command=meta["command"], widths_done=meta["widths_done"],
+        device=meta["device"], cpu=meta["cpu"], torch=meta["torch"], python=meta["python"],
+        wall_s=meta["wall_s"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-only", action="store_true",
                     help="write no tables: a second process sharing the work (same --out and "
                          "--runs); the process that writes the tables reuses its runs")
+    ap.add_argument("--measure-only", action="store_true",
+                    help="train nothing: the tables of the widths already trained")
     args = ap.parse_args(argv)
     command = "python -m clockpizza.tools.paper_scale " + shlex.join(
         sys.argv[1:] if argv is None else argv)
@@ -285,10 +314,13 @@ def main(argv: list[str] | None = None) -> int:
         if bad:
             raise ParamsError(f"--widths {bad}: not widths of the preset; allowed: "
                               f"{list(params.width)}")
+        if args.train_only and args.measure_only:
+            raise ParamsError("--train-only and --measure-only: one or the other")
         if not args.train_only:  # the folder's record is the table writer's alone
             args.out.mkdir(parents=True, exist_ok=True)
             write_text(kept, text)
-            write_text(args.out / "command.txt", command + "\n")
+            if not args.measure_only or not (args.out / "command.txt").exists():
+                write_text(args.out / "command.txt", command + "\n")
     except (OSError, ParamsError) as e:
         print(f"[paper_scale] error: {e}", file=sys.stderr)
         return 2
@@ -296,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs is None and not args.train_only:
         write_text(args.out / ".gitignore", "/runs/\n")
     run(params, args.out, runs_root, command=command, widths=args.widths,
-        train_only=args.train_only)
+        train_only=args.train_only, measure_only=args.measure_only)
     return 0
 
 
