@@ -1,11 +1,12 @@
 """The reference transformer: one model, one batch of sequences, every position in every block,
 written to be read top to bottom (docs/specification.md, "Model").
 
-This is the executable specification. Nothing trains with it: the pipeline trains many models
+This is the executable specification. The pipeline never trains with it: it trains many models
 at once (:class:`clockpizza.science.model.BatchedTransformer`, and the hand-written step of
-:mod:`clockpizza.science.fast`), and the benchmark's one-model-at-a-time loop stands for the
-paper's own code. Each of those, and the TransformerLens export, is tested against this module
-(tests/test_reference.py, tests/test_fast_step.py, tests/test_interop.py).
+:mod:`clockpizza.science.fast`); :func:`train_one` is the paper's one-model-at-a-time loop, which
+the benchmark times and the mid-α study runs as a control. Each of those, and the
+TransformerLens export, is tested against this module (tests/test_reference.py,
+tests/test_interop.py).
 
 Weights are one model's ``{name: tensor}`` under TransformerLens names and shapes, exactly what a
 run's ``model.safetensors`` holds (:func:`clockpizza.science.model.param_shapes`).
@@ -14,10 +15,16 @@ run's ``model.safetensors`` holds (:func:`clockpizza.science.model.param_shapes`
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:  # types only: the model itself imports nothing of the project
+    from clockpizza.io.params import RunSpec
+    from clockpizza.science.train import SplitTensors
 
 
 def attention(x: Tensor, w: dict[str, Tensor], attn_rate: float) -> tuple[Tensor, Tensor]:
@@ -97,3 +104,30 @@ def attention_patterns(weights: dict[str, Tensor], tokens: Tensor, attn_rate: fl
         x = x + y
         x = x + mlp(x, _block(weights, i, "mlp"), act)
     return out
+
+
+def train_one(weights: dict[str, Tensor], spec: RunSpec, data: SplitTensors, steps: int,
+              on_step: Callable[[], None] | None = None) -> dict[str, Tensor]:
+    """The paper's procedure, one model at a time: full-batch AdamW with the linear warm-up,
+    and after every step the test loss evaluated and both losses read back to the host, as the
+    paper's code logged them. Trains ``weights`` (one model's, on the data's device) in place
+    and returns them. The benchmark times it against the batched trainer; the mid-α study uses
+    it as a control."""
+    params = {k: v.detach().clone().requires_grad_() for k, v in weights.items()}
+    opt = torch.optim.AdamW(params.values(), lr=spec.lr, betas=(spec.beta1, spec.beta2),
+                            eps=spec.eps, weight_decay=spec.weight_decay)
+    warm = spec.warmup_steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(t / warm, 1.0) if warm else 1.0)
+    alpha = float(spec.attn_rate if spec.attn_rate is not None else 1.0)
+    for _ in range(steps):
+        train = loss(params, data.x_train, data.y_train, alpha, spec.act)
+        opt.zero_grad()
+        train.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            test = loss(params, data.x_test, data.y_test, alpha, spec.act)
+        train.item(), test.item()
+        if on_step is not None:
+            on_step()
+    return {k: v.detach() for k, v in params.items()}

@@ -41,12 +41,12 @@ from pathlib import Path
 
 import torch
 import yaml
-from torch import Tensor, nn
 
 from clockpizza.io.params import REFERENCE, RunSpec, fast_step_applies
 from clockpizza.io.table import write_text
+from clockpizza.science import reference
 from clockpizza.science.data import make_dataset
-from clockpizza.science.model import TransformerConfig, cross_entropy64
+from clockpizza.science.model import TransformerConfig, init_params
 from clockpizza.science.train import (
     SplitTensors,
     describe_device,
@@ -184,45 +184,6 @@ def preset_flops(preset: dict[str, object], p: int = 59, train_frac: float = 0.8
 # The reference: the paper's procedure, one model at a time, written plainly.
 
 
-class _PaperTransformer(nn.Module):
-    """One model, every position through every block, as the paper's code computes it."""
-
-    def __init__(self, cfg: TransformerConfig, attn_rate: float, seed: int) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        d, h, e, m, v = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp, cfg.d_vocab
-
-        def w(*shape: int, std: float) -> nn.Parameter:
-            return nn.Parameter(torch.randn(*shape, generator=g) * std)
-
-        self.cfg, self.rate = cfg, attn_rate
-        self.W_E = w(v, d, std=d**-0.5)
-        self.W_pos = w(cfg.n_ctx, d, std=d**-0.5)
-        self.layers = nn.ModuleList()
-        for _ in range(cfg.n_layers):
-            layer = nn.Module()
-            layer.W_Q, layer.W_K, layer.W_V = (w(h, e, d, std=d**-0.5) for _ in range(3))
-            layer.W_O = w(d, h * e, std=d**-0.5)
-            layer.W_in, layer.b_in = w(m, d, std=m**-0.5), nn.Parameter(torch.zeros(m))
-            layer.W_out, layer.b_out = w(d, m, std=d**-0.5), nn.Parameter(torch.zeros(d))
-            self.layers.append(layer)
-        self.W_U = w(d, v, std=v**-0.5)
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        x = self.W_E[tokens] + self.W_pos  # [B, n, d]
-        for layer in self.layers:
-            q = torch.einsum("ihd,bpd->biph", layer.W_Q, x)
-            k = torch.einsum("ihd,bpd->biph", layer.W_K, x)
-            v = torch.einsum("ihd,bpd->biph", layer.W_V, x)
-            scores = torch.einsum("biph,biqh->biqp", k, q) / math.sqrt(self.cfg.d_head)
-            pattern = self.rate * scores.softmax(dim=-1) + (1 - self.rate)
-            z = torch.einsum("biph,biqp->biqh", v, pattern)
-            x = x + torch.einsum("df,bqf->bqd", layer.W_O, z.transpose(1, 2).flatten(2))
-            pre = torch.einsum("md,bpd->bpm", layer.W_in, x) + layer.b_in
-            x = x + torch.einsum("dm,bpm->bpd", layer.W_out, pre.relu()) + layer.b_out
-        return x[:, -1] @ self.W_U
-
-
 def reference_loop(cfg: TransformerConfig, spec: RunSpec, data: SplitTensors, steps: int,
                    device: torch.device) -> float:
     """Seconds for ``steps`` steps of one model trained the paper's way.
@@ -230,22 +191,11 @@ def reference_loop(cfg: TransformerConfig, spec: RunSpec, data: SplitTensors, st
     Each step: full-batch forward and float64 loss, backward, AdamW, scheduler, then the test
     set evaluated and both losses read back to the host (``.item()``), as the paper logged them.
     """
-    model = _PaperTransformer(cfg, spec.attn_rate, spec.init_seed).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(spec.beta1, spec.beta2),
-                            eps=spec.eps, weight_decay=spec.weight_decay)
-    warm = spec.warmup_steps
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(t / warm, 1) if warm else 1)
+    weights = {k: v.to(device) for k, v in init_params(cfg, spec.weights_seed).items()}
     _sync(device)
     t0 = time.perf_counter()
-    for _ in range(steps):
-        loss = cross_entropy64(model(data.x_train)[None], data.y_train)[0]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            test = cross_entropy64(model(data.x_test)[None], data.y_test)[0]
-        loss.item(), test.item()
+    reference.train_one(weights, spec, data, steps)
+    _sync(device)
     return time.perf_counter() - t0
 
 

@@ -38,12 +38,12 @@ from clockpizza.analysis.circles import analyse_models, run_summary
 from clockpizza.analysis.metrics import gs_triples, model_metrics
 from clockpizza.io.params import Params, RunSpec, group_specs, load_params
 from clockpizza.results.phases import classify
+from clockpizza.science import reference
 from clockpizza.science.architectures import load_model, model_config
 from clockpizza.science.data import make_dataset
-from clockpizza.science.model import TransformerConfig, cross_entropy64, stack
+from clockpizza.science.model import TransformerConfig, init_params, stack
 from clockpizza.science.train import SplitTensors
 from clockpizza.tools import paper_scale
-from clockpizza.tools.bench import _PaperTransformer
 
 CONDITIONS: dict[str, list[str]] = {
     "shared": [],
@@ -59,34 +59,11 @@ COLUMNS = ("condition", "attn_rate", "width", "seed", "steps", "test_acc",
 
 def paper_loop_weights(cfg: TransformerConfig, spec: RunSpec, data: SplitTensors,
                        on_step: Any = None) -> dict[str, torch.Tensor]:
-    """One model trained with the paper's loop (full batch, AdamW, linear warm-up, a host read
-    of both losses every step), its weights in our layout (``[1, ...]`` each)."""
-    model = _PaperTransformer(cfg, spec.attn_rate, spec.weights_seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(spec.beta1, spec.beta2),
-                            eps=spec.eps, weight_decay=spec.weight_decay)
-    warm = spec.warmup_steps
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(t / warm, 1.0) if warm else 1.0)
-    for _ in range(spec.steps):
-        loss = cross_entropy64(model(data.x_train)[None], data.y_train)[0]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            test = cross_entropy64(model(data.x_test)[None], data.y_test)[0]
-        loss.item(), test.item()
-        if on_step is not None:
-            on_step()
-    h, e, d = cfg.n_heads, cfg.d_head, cfg.d_model
-    out = {"embed.W_E": model.W_E, "pos_embed.W_pos": model.W_pos, "unembed.W_U": model.W_U}
-    for i, layer in enumerate(model.layers):
-        a, m = f"blocks.{i}.attn", f"blocks.{i}.mlp"
-        for w in ("W_Q", "W_K", "W_V"):
-            out[f"{a}.{w}"] = getattr(layer, w).transpose(-1, -2)  # [h, e, d] -> [h, d, e]
-        out[f"{a}.W_O"] = layer.W_O.T.reshape(h, e, d)  # [d, h·e] -> [h, e, d]
-        out[f"{m}.W_in"], out[f"{m}.W_out"] = layer.W_in.T, layer.W_out.T
-        out[f"{m}.b_in"], out[f"{m}.b_out"] = layer.b_in, layer.b_out
-    return {k: v.detach().contiguous()[None] for k, v in out.items()}
+    """One model trained with the paper's loop (:func:`clockpizza.science.reference.train_one`),
+    its weights stacked as a batch of one (``[1, ...]`` each)."""
+    weights = reference.train_one(init_params(cfg, spec.weights_seed), spec, data, spec.steps,
+                                  on_step)
+    return {k: v.contiguous()[None] for k, v in weights.items()}
 
 
 def control_rows(params: Params, n_runs: int) -> pd.DataFrame:
