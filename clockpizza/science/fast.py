@@ -37,8 +37,8 @@ from torch import Tensor
 from clockpizza.io.params import fast_step_applies
 from clockpizza.science.model import BatchedTransformer
 
-# Examples per chunk on a CPU (at most; the batch is cut into near-equal chunks). Chosen by
-# measurement on the 2-core dev machine (python -m clockpizza.tools.bench).
+# Examples per chunk on a CPU (at most; the batch is cut into near-equal chunks): small enough
+# for a chunk's activations to stay in cache, chosen with python -m clockpizza.tools.bench.
 CHUNK = 1400
 
 
@@ -182,8 +182,8 @@ class FastStep:
                                     (g_scores, g_values, g_resid))
         for p, gp in zip(params, grads, strict=True):
             # autograd returns W_Q/K/V's gradient in the layout of their permuted view; the
-            # fused AdamW reads a gradient as laid out like its parameter (measured: a
-            # strided one trains wrong models), so every gradient is made contiguous
+            # fused AdamW reads a gradient as laid out like its parameter (a strided one trains
+            # wrong models), so every gradient is made contiguous
             p.grad = gp.contiguous()
         attn.W_O.grad = g_wo.view_as(attn.W_O)
         for p, gp in ((w_in, g_win), (b_in, g_bin), (w_out, g_wout), (b_out, g_bout),

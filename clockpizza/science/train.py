@@ -71,9 +71,7 @@ def tune_cpu_allocator() -> bool:
     A full-batch step allocates activations of several MB to ~50 MB ([M, B, d_mlp] floats) and
     frees them again. glibc serves blocks above its mmap threshold (at most 32 MB) with fresh
     mmaps and returns freed heap tops to the kernel, so every step page-faults and zeroes that
-    memory anew. Measured on 2 threads of the 2-core dev machine, quiet, separate processes,
-    8 models: 1.07x the step at width 32, 1.06x at 64, 1.2x at 128 (more when the machine is
-    loaded: page faults and zeroing then wait for a core too).
+    memory anew (what it saves: report/benchmarks.md, "The CPU allocator").
     Allocation only, no arithmetic changes: results stay bit for bit the same. Process-wide and
     once; a no-op (False) where the C library is not glibc. CPU only: CUDA has its own cache.
     """
