@@ -3,8 +3,9 @@ its stamp). DVC removes a stage's outputs just before running it, in pipeline or
 refused here stops `dvc repro` / `dvc exp run` before any output is removed."""
 
 from clockpizza.io.cli import run_stage
-from clockpizza.io.params import engine_note, load_params
+from clockpizza.io.params import load_params
 from clockpizza.io.table import write_text
+from clockpizza.science.spec import engine_note
 
 # The same bytes on every success, so the stages downstream rerun only for their own params.
 STAMP = "metrics/params_checked.txt"

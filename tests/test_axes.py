@@ -25,22 +25,13 @@ from test_pipeline import copy_repo, run, set_params
 
 from clockpizza.analysis.collect import collect_tables
 from clockpizza.analysis.metrics import gradient_symmetricity, gs_triples
-from clockpizza.io.params import (
-    PRESET_TARGETS,
-    Params,
-    ParamsError,
-    RunSpec,
-    group_specs,
-    instance_specs,
-    load_params,
-    mlp_spec,
-    shape_groups,
-)
+from clockpizza.io.params import PRESET_TARGETS, Params, ParamsError, load_params
 from clockpizza.io.table import RUNS_SCHEMA, read_runs_table, write_runs_table
 from clockpizza.results.selection import main_runs
 from clockpizza.science.data import encode, make_dataset
 from clockpizza.science.grid import train_and_save, train_grid
 from clockpizza.science.model import BatchedTransformer, TransformerConfig, stack
+from clockpizza.science.spec import RunSpec, group_specs, instance_specs, mlp_spec, shape_groups
 from clockpizza.science.train import SplitTensors, train_group
 
 ROOT = Path(__file__).resolve().parents[1]

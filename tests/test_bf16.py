@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from clockpizza.io.params import REFERENCE, RunSpec, engine_note, group_specs, load_params
+from clockpizza.io.params import load_params
 from clockpizza.science.data import make_dataset
 from clockpizza.science.model import cross_entropy64
+from clockpizza.science.spec import REFERENCE, RunSpec, engine_note, group_specs
 from clockpizza.science.train import SplitTensors, train_group
 
 P = 23

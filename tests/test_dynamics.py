@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from clockpizza.analysis.collect import collect_tables
 from clockpizza.analysis.metrics import gs_triples, model_metrics
-from clockpizza.io.params import Params, group_specs, load_params
+from clockpizza.io.params import Params, load_params
 from clockpizza.io.store import SNAPSHOTS, WEIGHTS, read_snapshots
 from clockpizza.results.boundary import fit_main
 from clockpizza.results.dynamics import settle_columns, settle_step
@@ -22,6 +22,7 @@ from clockpizza.science.architectures import load_model, model_config, param_sha
 from clockpizza.science.data import make_dataset
 from clockpizza.science.grid import train_and_save
 from clockpizza.science.model import stack
+from clockpizza.science.spec import group_specs
 from clockpizza.science.train import SplitTensors, train_group
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from clockpizza.analysis.collect import collect_tables
-from clockpizza.io.params import RunSpec, load_params
+from clockpizza.io.params import load_params
 from clockpizza.science.data import make_dataset
 from clockpizza.science.grid import train_and_save
 from clockpizza.science.model import TransformerConfig
+from clockpizza.science.spec import RunSpec
 from clockpizza.science.train import SplitTensors, plan_chunks, train_group
 from clockpizza.tools import bench
 

@@ -14,11 +14,12 @@ import pytest
 import torch
 from torch import Tensor
 
-from clockpizza.io.params import RunSpec, fast_step_applies, load_params
+from clockpizza.io.params import load_params
 from clockpizza.science.architectures import init_model, model_config
 from clockpizza.science.data import make_dataset
 from clockpizza.science.fast import FastStep, _cross_entropy_grad, supports
 from clockpizza.science.model import BatchedTransformer, cross_entropy64
+from clockpizza.science.spec import RunSpec, fast_step_applies
 from clockpizza.science.train import SplitTensors, train_group
 
 P = 23

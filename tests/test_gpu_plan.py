@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from clockpizza.io.params import RunSpec
+from clockpizza.science.spec import RunSpec
 from clockpizza.tools import cuda_check, precision, preflight
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,6 @@ tl = pytest.importorskip("transformer_lens")
 if not hasattr(tl, "HookedTransformerConfig"):
     pytest.skip("TransformerLens >= 4 has no HookedTransformer", allow_module_level=True)
 
-from clockpizza.io.params import RunSpec  # noqa: E402
 from clockpizza.io.store import write_run  # noqa: E402
 from clockpizza.science import reference  # noqa: E402
 from clockpizza.science.data import all_pairs, encode  # noqa: E402
@@ -27,6 +26,7 @@ from clockpizza.science.model import (  # noqa: E402
     stack,
 )
 from clockpizza.science.runs import run_config  # noqa: E402
+from clockpizza.science.spec import RunSpec  # noqa: E402
 from clockpizza.tools.interop import hooked_from_weights, to_hooked_transformer  # noqa: E402
 
 P = 11

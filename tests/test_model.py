@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import Tensor
 
-from clockpizza.io.params import RunSpec
 from clockpizza.science import reference
 from clockpizza.science.data import encode, make_dataset
 from clockpizza.science.model import (
@@ -19,6 +18,7 @@ from clockpizza.science.model import (
     init_params,
     stack,
 )
+from clockpizza.science.spec import RunSpec
 from clockpizza.science.train import SplitTensors, train_group
 
 

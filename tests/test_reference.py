@@ -129,8 +129,8 @@ def test_the_fast_step_gives_each_model_the_reference_gradient() -> None:
 def test_the_papers_one_model_loop_trains_what_the_batched_trainer_trains() -> None:
     # A dozen steps, α 0 and 1: the same model to float32 rounding (over hundreds of steps
     # AdamW amplifies rounding, so the trajectories are compared where it cannot yet).
-    from clockpizza.io.params import RunSpec
     from clockpizza.science.model import init_params
+    from clockpizza.science.spec import RunSpec
     from clockpizza.science.train import train_group
 
     p = 13

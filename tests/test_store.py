@@ -13,13 +13,14 @@ import torch
 import yaml
 
 from clockpizza.analysis.collect import collect_tables
-from clockpizza.io.params import Params, RunSpec, group_specs
-from clockpizza.io.store import RunError, expected_runs, write_run
+from clockpizza.io.params import Params
+from clockpizza.io.store import RunError, write_run
 from clockpizza.science.data import make_dataset
 from clockpizza.science.grid import train_and_save
 from clockpizza.science.model import TransformerConfig, init_params
+from clockpizza.science.runs import expected_runs, run_config
 from clockpizza.science.runs import read_spec_run as read_run
-from clockpizza.science.runs import run_config
+from clockpizza.science.spec import RunSpec, group_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 

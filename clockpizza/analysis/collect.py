@@ -15,13 +15,14 @@ import torch
 from clockpizza.analysis.circles import analyse_models, run_summary
 from clockpizza.analysis.dynamics import collect_dynamics
 from clockpizza.analysis.metrics import gs_triples, model_metrics
-from clockpizza.io.params import Params, RunSpec, instance_specs, shape_groups
-from clockpizza.io.store import HISTORY, StoredRun, expected_runs
+from clockpizza.io.params import Params
+from clockpizza.io.store import HISTORY, StoredRun
 from clockpizza.io.table import CIRCLE_COLUMNS
 from clockpizza.results.labels import label_tables
 from clockpizza.science.architectures import ArchConfig, load_model, model_config
 from clockpizza.science.model import BatchedTransformer, stack
-from clockpizza.science.runs import read_spec_run, train_mask
+from clockpizza.science.runs import expected_runs, read_spec_run, train_mask
+from clockpizza.science.spec import RunSpec, instance_specs, shape_groups
 from clockpizza.science.train import resolve_device
 
 log = logging.getLogger(__name__)

@@ -17,11 +17,12 @@ import pandas as pd
 import torch
 
 from clockpizza.analysis.metrics import gs_triples, model_metrics
-from clockpizza.io.params import Params, instance_specs, shape_groups
+from clockpizza.io.params import Params
 from clockpizza.io.store import CONFIG, HISTORY, read_snapshots
 from clockpizza.science.architectures import load_model, model_config, param_shapes
 from clockpizza.science.model import stack
 from clockpizza.science.runs import train_mask
+from clockpizza.science.spec import instance_specs, shape_groups
 
 COLUMNS = ("run_id", "step", "train_loss", "test_loss", "train_acc", "test_acc",
            "gradient_symmetricity", "distance_irrelevance", "distance_irrelevance_correct",

@@ -17,11 +17,11 @@ import torch
 from clockpizza.analysis.circles import principal_components
 from clockpizza.analysis.metrics import all_pair_logits, correct_logits
 from clockpizza.io.params import Params, ParamsError, RenderConfig
-from clockpizza.io.store import RunError, expected_runs
+from clockpizza.io.store import RunError
 from clockpizza.results.selection import main_runs, nearest_width
 from clockpizza.science.data import all_pairs, encode
 from clockpizza.science.model import BatchedTransformer, stack
-from clockpizza.science.runs import open_run
+from clockpizza.science.runs import expected_runs, open_run
 
 # Model A of the paper is a pizza (α = 0), Model B a clock (α = 1) (the authors' notebook).
 ROLES = {"pizza": 0.0, "clock": 1.0}

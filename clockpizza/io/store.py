@@ -24,7 +24,6 @@ import safetensors
 import torch
 from safetensors.torch import load_file, save_file
 
-from clockpizza.io.params import Params, instance_specs
 from clockpizza.io.table import write_json
 
 WEIGHTS, CONFIG, HISTORY = "model.safetensors", "config.json", "history.parquet"
@@ -130,9 +129,3 @@ def read_snapshots(run_dir: Path, shapes: Mapping[str, tuple[int, ...]],
             raise RunError(f"{path}: tensor names/shapes do not match the config")
         out[step] = weights
     return out
-
-
-def expected_runs(params: Params, runs_root: str | Path) -> list[tuple[str, list[Path]]]:
-    """(group, run directories) of exactly the grid in params, never a directory glob."""
-    return [(name, [Path(runs_root) / name / spec.run_id for spec in specs])
-            for name, specs in instance_specs(params)]

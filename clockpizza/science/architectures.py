@@ -16,12 +16,12 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from clockpizza.io.params import TRANSFORMER, RunSpec
 from clockpizza.science.data import context_length, vocab_size
 from clockpizza.science.mlp_family import BatchedMLP, MLPConfig
 from clockpizza.science.mlp_family import param_shapes as mlp_param_shapes
 from clockpizza.science.model import BatchedTransformer, TransformerConfig
 from clockpizza.science.model import param_shapes as transformer_param_shapes
+from clockpizza.science.spec import TRANSFORMER, RunSpec
 
 ArchConfig = TransformerConfig | MLPConfig
 BatchedModel = BatchedTransformer | BatchedMLP

@@ -21,8 +21,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from clockpizza.io.params import RunSpec
 from clockpizza.science.runs import train_mask
+from clockpizza.science.spec import RunSpec
 from clockpizza.science.train import SplitTensors, describe_device, resolve_device, train_group
 
 log = logging.getLogger(__name__)

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clockpizza.io.params import fast_step_applies
 from clockpizza.science.model import BatchedTransformer
+from clockpizza.science.spec import fast_step_applies
 
 # Examples per chunk on a CPU (at most; the batch is cut into near-equal chunks): small enough
 # for a chunk's activations to stay in cache, chosen with python -m clockpizza.tools.bench.

@@ -20,15 +20,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from clockpizza.io.params import (
-    Params,
-    RunSpec,
-    TrainConfig,
-    engine_note,
-    group_specs,
-    instance_specs,
-    shape_groups,
-)
+from clockpizza.io.params import Params, TrainConfig
 from clockpizza.io.store import RunError, read_snapshots, write_run
 from clockpizza.science import distributed
 from clockpizza.science.architectures import model_config, param_shapes
@@ -42,6 +34,7 @@ from clockpizza.science.chunks import (
     local_backend,
 )
 from clockpizza.science.runs import read_spec_run, run_config
+from clockpizza.science.spec import RunSpec, engine_note, group_specs, instance_specs, shape_groups
 from clockpizza.science.train import plan_chunks, resolve_device
 
 CHECKPOINTS = Path(".checkpoints")

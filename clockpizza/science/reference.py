@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 if TYPE_CHECKING:  # types only: the model itself imports nothing of the project
-    from clockpizza.io.params import RunSpec
+    from clockpizza.science.spec import RunSpec
     from clockpizza.science.train import SplitTensors
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from clockpizza.io.params import RunSpec
+from clockpizza.io.params import Params
 from clockpizza.io.store import CONFIG, RunError, StoredRun, read_run, versions
 from clockpizza.science.architectures import ArchConfig, derived_sizes, model_config, param_shapes
 from clockpizza.science.data import make_dataset
+from clockpizza.science.spec import RunSpec, instance_specs
 
 
 def run_config(spec: RunSpec, cfg: ArchConfig, *, width: int, seed: int,
@@ -59,3 +60,9 @@ def train_mask(spec: RunSpec, dataset: pd.DataFrame, train_frac: float) -> torch
     table = make_dataset(spec.p, train_frac, spec.data_split_seed) if spec.split_per_run \
         else dataset
     return torch.as_tensor(table["is_train"].to_numpy(copy=True), dtype=torch.bool)
+
+
+def expected_runs(params: Params, runs_root: str | Path) -> list[tuple[str, list[Path]]]:
+    """(group, run directories) of exactly the grid in params, never a directory glob."""
+    return [(name, [Path(runs_root) / name / spec.run_id for spec in specs])
+            for name, specs in instance_specs(params)]

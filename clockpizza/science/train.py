@@ -27,7 +27,6 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from clockpizza.io.params import RunSpec
 from clockpizza.io.table import atomic_write
 from clockpizza.science.architectures import (
     ArchConfig,
@@ -39,6 +38,7 @@ from clockpizza.science.architectures import (
 from clockpizza.science.data import encode
 from clockpizza.science.fast import FastStep, supports
 from clockpizza.science.model import BatchedTransformer, TransformerConfig, cross_entropy64
+from clockpizza.science.spec import RunSpec
 
 HISTORY_COLUMNS = ("step", "train_loss", "test_loss", "train_acc", "test_acc")
 # How a training step is computed (RunSpec.engine; :func:`make_step` builds it): "reference",

@@ -42,11 +42,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from clockpizza.io.params import REFERENCE, RunSpec, fast_step_applies
 from clockpizza.io.table import write_text
 from clockpizza.science import reference
 from clockpizza.science.data import make_dataset
 from clockpizza.science.model import TransformerConfig, init_params
+from clockpizza.science.spec import REFERENCE, RunSpec, fast_step_applies
 from clockpizza.science.train import (
     SplitTensors,
     describe_device,

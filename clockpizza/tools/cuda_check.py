@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from clockpizza.io.params import RunSpec
 from clockpizza.science.architectures import init_model, model_config
 from clockpizza.science.data import make_dataset
 from clockpizza.science.fast import FastStep
 from clockpizza.science.model import BatchedTransformer, cross_entropy64
+from clockpizza.science.spec import RunSpec
 from clockpizza.science.train import SplitTensors, precision_context, resolve_device
 
 RATES = (0.0, 0.3, 0.7, 1.0)

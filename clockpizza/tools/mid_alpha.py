@@ -36,12 +36,13 @@ from tqdm import tqdm
 
 from clockpizza.analysis.circles import analyse_models, run_summary
 from clockpizza.analysis.metrics import gs_triples, model_metrics
-from clockpizza.io.params import Params, RunSpec, group_specs, load_params
+from clockpizza.io.params import Params, load_params
 from clockpizza.results.phases import classify
 from clockpizza.science import reference
 from clockpizza.science.architectures import load_model, model_config
 from clockpizza.science.data import make_dataset
 from clockpizza.science.model import TransformerConfig, init_params, stack
+from clockpizza.science.spec import RunSpec, group_specs
 from clockpizza.science.train import SplitTensors
 from clockpizza.tools import paper_scale
 

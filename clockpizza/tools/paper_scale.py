@@ -50,7 +50,7 @@ import yaml
 from tqdm import tqdm
 
 from clockpizza.analysis.collect import collect_tables
-from clockpizza.io.params import PRESET_TARGETS, Params, ParamsError, group_specs
+from clockpizza.io.params import PRESET_TARGETS, Params, ParamsError
 from clockpizza.io.table import (
     CIRCLES_SCHEMA,
     DYNAMICS_SCHEMA,
@@ -64,6 +64,7 @@ from clockpizza.results.boundary import boundary_to_json, fit_main
 from clockpizza.results.phases import summarize
 from clockpizza.science.data import make_dataset
 from clockpizza.science.grid import run_dir, split_reused, train_grid
+from clockpizza.science.spec import group_specs
 from clockpizza.science.train import describe_device, resolve_device
 
 PROVENANCE = "provenance.json"  # beside a run's config.json: what trained it

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import yaml
 
-from clockpizza.io.params import Params, group_specs
+from clockpizza.io.params import Params
 from clockpizza.science import distributed
 from clockpizza.science.data import make_dataset
 from clockpizza.science.grid import plan_grid
+from clockpizza.science.spec import group_specs
 
 
 def _params(width: int, models: int, chunks: int, steps: int) -> Params:
