@@ -7,6 +7,7 @@ import pandas as pd
 
 from clockpizza.figures.example_plots import example_figure
 from clockpizza.figures.plots import save
+from clockpizza.figures.plots_neurons import NEURON_FIGURES
 from clockpizza.figures.report import (
     ALL_FIGURES,
     FIG3,
@@ -16,12 +17,16 @@ from clockpizza.figures.report import (
     examples_context,
     load_timing,
 )
+from clockpizza.figures.report_neurons import NeuronInputs, draw_neuron_figures, neurons_context
 from clockpizza.io.cli import run_stage
 from clockpizza.io.params import load_params
 from clockpizza.io.table import (
     CIRCLES_SCHEMA,
     DYNAMICS_SCHEMA,
     EXAMPLE_TABLES,
+    NEURON_CLUSTERS_SCHEMA,
+    NEURON_RUNS_SCHEMA,
+    NEURONS_SCHEMA,
     PAPER_MODELS_SCHEMA,
     read_runs_table,
     read_table,
@@ -40,6 +45,26 @@ PUBLISHED = "paper/published_runs_fixed_width.csv"
 PAPER_MODELS, PAPER_CIRCLES = "metrics/paper_models.parquet", "metrics/paper_circles.parquet"
 PAPER_EXAMPLES_DIR = "metrics/paper_examples"
 MID_ALPHA = "results/mid_alpha/mid_alpha.csv"
+# "Two stories or one?" (stage neurons).
+NEURONS, NEURON_CLUSTERS = "metrics/neurons.parquet", "metrics/neuron_clusters.parquet"
+NEURON_RUNS = "metrics/neuron_runs.parquet"
+PAPER_NEURON_CLUSTERS = "metrics/paper_neuron_clusters.parquet"
+PAPER_NEURON_RUNS = "metrics/paper_neuron_runs.parquet"
+
+
+def read_neurons() -> NeuronInputs | None:
+    """The neuron tables, or None before the neurons stage has run."""
+    if not Path(NEURON_RUNS).is_file():
+        return None
+    have_paper = Path(PAPER_NEURON_RUNS).is_file()
+    return NeuronInputs(
+        neurons=read_table(NEURONS, NEURONS_SCHEMA, "neurons"),
+        clusters=read_table(NEURON_CLUSTERS, NEURON_CLUSTERS_SCHEMA, "neurons"),
+        runs=read_table(NEURON_RUNS, NEURON_RUNS_SCHEMA, "neurons"),
+        paper_clusters=read_table(PAPER_NEURON_CLUSTERS, NEURON_CLUSTERS_SCHEMA, "neurons")
+        if have_paper else None,
+        paper_runs=read_table(PAPER_NEURON_RUNS, NEURON_RUNS_SCHEMA, "neurons")
+        if have_paper else None)
 
 
 def main() -> None:
@@ -81,16 +106,22 @@ def main() -> None:
                 role, pex["embedding"], pex["correct_logits"], pex["attention"], paper_circles,
                 models.loc[runid].rename({"paper_runid": "run_id"}))
         paper_side = (paper.models, paper_circles)
+    neuron_inputs = read_neurons()
+    if neuron_inputs is not None:
+        figures |= draw_neuron_figures(neuron_inputs, runs, params.neurons)
     for stem, fig in figures.items():
         save(fig, f"{FIGURES}/{stem}")
-    for stem in set(ALL_FIGURES) - set(figures):  # a figure whose data left the table goes too
+    # A figure whose data left the tables goes too.
+    for stem in sorted({*ALL_FIGURES, *NEURON_FIGURES} - set(figures)):
         for ext in (".png", ".svg"):
             Path(FIGURES, stem + ext).unlink(missing_ok=True)
     paths = {stem: f"figures/{stem}.png" for stem in figures}
     examples = examples_context(runs, circles, chosen, paths, paper_side)
+    neurons = (None if neuron_inputs is None
+               else neurons_context(neuron_inputs, runs, paths, params.neurons))
     write_text(REPORT, build_report(runs, paths, params.render.fig1_width, **fit,
                                     timing=load_timing(TIMING), examples=examples, paper=paper,
-                                    rule=params.phase, dynamics=dynamics))
+                                    rule=params.phase, dynamics=dynamics, neurons=neurons))
     print(f"[render] {len(figures)} figures -> {FIGURES}/, report -> {REPORT}")
 
 

@@ -749,7 +749,8 @@ def build_report(runs: pd.DataFrame, figures: Mapping[str, str], fig1_width: int
                  timing: Mapping[str, object] | None = None,
                  examples: list[dict[str, Any]] | None = None,
                  paper: PaperInputs | None = None, rule: PhaseConfig | None = None,
-                 dynamics: pd.DataFrame | None = None) -> str:
+                 dynamics: pd.DataFrame | None = None,
+                 neurons: Mapping[str, Any] | None = None) -> str:
     """The markdown report (``templates/report.md.j2``).
 
     ``figures`` maps the stems in :data:`ALL_FIGURES` that were drawn to paths relative to the
@@ -758,7 +759,9 @@ def build_report(runs: pd.DataFrame, figures: Mapping[str, str], fig1_width: int
     fit it (same ``n_boot`` and ``boot_seed``). ``timing`` is the optional :func:`load_timing`
     record; ``examples`` figure 3's :func:`examples_context`; ``paper`` what is known of the
     paper's models and runs; ``rule`` the phase rule in force (for the section that applies it
-    to the paper's runs); ``dynamics`` the snapshots' metrics (the training-dynamics section).
+    to the paper's runs); ``dynamics`` the snapshots' metrics (the training-dynamics section);
+    ``neurons`` the "Two stories or one?" section's
+    :func:`~clockpizza.figures.report_neurons.neurons_context` (left out when None).
     """
     paper = paper or PaperInputs()
     main = main_runs(runs)
@@ -779,6 +782,7 @@ def build_report(runs: pd.DataFrame, figures: Mapping[str, str], fig1_width: int
         "rule": _rule_context(paper.published, rule),
         "mid_alpha": _mid_alpha_context(paper.mid_alpha, rule),
         "dynamics": _dynamics_context(runs, figures, dynamics),
+        "neurons": neurons,
         "layers": _layers_context(runs, figures),
         "ablations": _ablations_context(runs, figures),
         "mlp": _mlp_context(runs, figures),
