@@ -39,7 +39,7 @@ P = 31
 CFG = NeuronsConfig(min_r2=0.9, dead_rel_std=0.01, min_cluster_neurons=3,
                     disc_min_resultant=0.9, disc_min_top2=0.9, torus_max_resultant=0.5,
                     torus_min_top4=0.9, low_alpha_max=0.2, high_alpha_min=0.8,
-                    mmd_permutations=200, mmd_seed=0)
+                    mmd_bandwidth=0.5, mmd_permutations=200, mmd_seed=0)
 
 
 def planted(freqs: np.ndarray, phi_l: np.ndarray, phi_r: np.ndarray, amp_l: np.ndarray,
@@ -191,6 +191,10 @@ def test_mmd_separates_aligned_from_spread_runs_and_not_equal_ones() -> None:
     assert same.p_value > 0.05 and same.mmd < apart.mmd / 3
     assert (apart.n_low, apart.n_high) == (6, 6)
     assert math.isnan(run_mmd(tight, np.ones(6, bool), 10, 0).mmd)  # no high group
+    # The median heuristic takes σ from the data: the chord distances of tightly aligned
+    # angles are small, and so is σ.
+    assert run_mmd(tight + tight, labels, 0, 0).bandwidth < 0.2
+    assert run_mmd(tight + tight, labels, 0, 0, bandwidth=0.5).bandwidth == 0.5
 
 
 def test_params_refuse_crossed_thresholds() -> None:

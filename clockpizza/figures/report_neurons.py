@@ -149,7 +149,8 @@ def neurons_context(inputs: NeuronInputs, runs: pd.DataFrame, figures: Mapping[s
     low = main[main["attn_rate"] <= cfg.low_alpha_max]
     high = main[main["attn_rate"] >= cfg.high_alpha_min]
     mmd = low_high_mmd(inputs.neurons, inputs.clusters, main, cfg.low_alpha_max,
-                       cfg.high_alpha_min, cfg.mmd_permutations, cfg.mmd_seed)
+                       cfg.high_alpha_min, cfg.mmd_permutations, cfg.mmd_seed,
+                       cfg.mmd_bandwidth)
     lo, hi = _group(low), _group(high)
     others = []
     if inputs.paper_runs is not None:

@@ -288,6 +288,8 @@ class NeuronsConfig:
     torus_min_top4: Unit
     low_alpha_max: Rate
     high_alpha_min: Rate
+    mmd_bandwidth: Annotated[StrictFloat, _allowed("a number in [0.0, 2.0] (0: the median "
+                                                   "heuristic)", ge=0.0, le=2.0)]
     mmd_permutations: Annotated[StrictInt, _allowed("an integer >= 0 (0: no test)", ge=0)]
     mmd_seed: Annotated[StrictInt, _allowed("an integer >= 0", ge=0)]
 

@@ -8,8 +8,11 @@ distributions of α = 0 and α = 1 networks by an MMD; here, precisely:
 
 - kernel: Gaussian in the chord distance on the circle, k(x, y) = exp(−|e^{ix} − e^{iy}|² / 2σ²),
   so that −π and π are the same angle;
-- bandwidth σ: the median chord distance between all pooled neurons of the two groups (the
-  median heuristic), computed once on the observed labels and kept through the permutations;
+- bandwidth σ: ``neurons.mmd_bandwidth`` (chord length; 0.5 ≈ 29° apart), or with 0 the
+  median chord distance between all pooled neurons of the two groups (the median heuristic).
+  The fixed default because when every neuron is aligned the median heuristic shrinks σ to the
+  jitter of the fit, and the test then reports differences far below any that change a
+  cluster's geometry; σ is fixed before the permutations either way;
 - each run weighs the same, whatever its number of neurons: a group's distribution is the mean
   of its runs' empirical distributions, so MMD² = cᵀ G c, where G[r, s] is the mean kernel
   value between the neurons of runs r and s and c is 1/n_low on the low runs, −1/n_high on the
@@ -64,13 +67,14 @@ def _median_chord(values: np.ndarray, max_points: int = 4000) -> float:
 
 
 def run_mmd(samples: list[np.ndarray], is_low: np.ndarray, n_perm: int,
-            seed: int) -> MMDResult:
-    """MMD between two groups of runs, each run a sample of angles (module docstring)."""
+            seed: int, bandwidth: float = 0.0) -> MMDResult:
+    """MMD between two groups of runs, each run a sample of angles (module docstring);
+    ``bandwidth`` 0: the median heuristic."""
     is_low = np.asarray(is_low, dtype=bool)
     n_low, n_high = int(is_low.sum()), int((~is_low).sum())
     if n_low == 0 or n_high == 0:
         return MMDResult(math.nan, math.nan, math.nan, n_low, n_high, n_perm)
-    sigma = _median_chord(np.concatenate(samples))
+    sigma = bandwidth if bandwidth > 0 else _median_chord(np.concatenate(samples))
     if not sigma > 0:  # every angle equal: no spread to compare, the groups are the same
         return MMDResult(0.0, 1.0 if n_perm else math.nan, 0.0, n_low, n_high, n_perm)
     r = len(samples)
@@ -95,7 +99,7 @@ def run_mmd(samples: list[np.ndarray], is_low: np.ndarray, n_perm: int,
 
 def low_high_mmd(neurons: pd.DataFrame, clusters: pd.DataFrame, runs: pd.DataFrame,
                  low_alpha_max: float, high_alpha_min: float, n_perm: int,
-                 seed: int) -> MMDResult:
+                 seed: int, bandwidth: float = 0.0) -> MMDResult:
     """The MMD of phase alignment between runs with α ≤ ``low_alpha_max`` and α ≥
     ``high_alpha_min`` (``runs`` has run_id and attn_rate; runs without judged clusters drop)."""
     aligned = phase_alignment(neurons, clusters)
@@ -103,4 +107,5 @@ def low_high_mmd(neurons: pd.DataFrame, clusters: pd.DataFrame, runs: pd.DataFra
     by_run = {rid: g["alignment"].to_numpy() for rid, g in aligned.groupby("run_id")}
     keep = groups[groups["run_id"].isin(by_run)].sort_values("run_id")
     samples = [by_run[rid] for rid in keep["run_id"]]
-    return run_mmd(samples, (keep["attn_rate"] <= low_alpha_max).to_numpy(), n_perm, seed)
+    return run_mmd(samples, (keep["attn_rate"] <= low_alpha_max).to_numpy(), n_perm, seed,
+                   bandwidth)
