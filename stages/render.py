@@ -48,6 +48,7 @@ MID_ALPHA = "results/mid_alpha/mid_alpha.csv"
 # "Two stories or one?" (stage neurons).
 NEURONS, NEURON_CLUSTERS = "metrics/neurons.parquet", "metrics/neuron_clusters.parquet"
 NEURON_RUNS = "metrics/neuron_runs.parquet"
+PAPER_NEURONS = "metrics/paper_neurons.parquet"
 PAPER_NEURON_CLUSTERS = "metrics/paper_neuron_clusters.parquet"
 PAPER_NEURON_RUNS = "metrics/paper_neuron_runs.parquet"
 
@@ -61,6 +62,8 @@ def read_neurons() -> NeuronInputs | None:
         neurons=read_table(NEURONS, NEURONS_SCHEMA, "neurons"),
         clusters=read_table(NEURON_CLUSTERS, NEURON_CLUSTERS_SCHEMA, "neurons"),
         runs=read_table(NEURON_RUNS, NEURON_RUNS_SCHEMA, "neurons"),
+        paper_neurons=read_table(PAPER_NEURONS, NEURONS_SCHEMA, "neurons") if have_paper
+        else None,
         paper_clusters=read_table(PAPER_NEURON_CLUSTERS, NEURON_CLUSTERS_SCHEMA, "neurons")
         if have_paper else None,
         paper_runs=read_table(PAPER_NEURON_RUNS, NEURON_RUNS_SCHEMA, "neurons")

@@ -22,6 +22,7 @@ from clockpizza.analysis.neurons import (
     fit_neurons,
     linear_cka,
     measure_model,
+    paper_neuron_tables,
     torus_template,
 )
 from clockpizza.figures.plots import save
@@ -231,6 +232,11 @@ def fake_neuron_tables(runs: pd.DataFrame) -> NeuronInputs:
                         runs=pd.DataFrame(parts["runs"]))
 
 
+def ctx_text_of(ctx: dict) -> str:
+    from clockpizza.figures.report import _render
+    return _render("neurons.md.j2", {"neurons": ctx})
+
+
 def test_report_section_states_what_the_tables_hold(tmp_path: Path) -> None:
     runs = make_runs(seed=3)
     inputs = fake_neuron_tables(runs)
@@ -250,6 +256,7 @@ def test_report_section_states_what_the_tables_hold(tmp_path: Path) -> None:
     for stem in NEURON_FIGURES:
         assert f"](figures/{stem}.png)" in text
     assert "Two stories" not in build_report(runs, {}, 128, n_boot=0)  # no tables, no section
+    assert "Model A" not in ctx_text_of(ctx)  # no tables of the authors' models: not named
     first = {stem: [p.read_bytes() for p in save(fig, tmp_path / "a" / stem)]
              for stem, fig in figures.items()}
     again = draw_neuron_figures(inputs, runs, CFG)
@@ -270,3 +277,32 @@ def test_render_stage_reads_the_tables_the_neurons_stage_writes(
     section = neurons_context(read, runs, {}, CFG)
     assert section is not None and section["n_runs"] == len(inputs.runs)
     assert section["fig_alpha"] is None  # not drawn: no path given
+
+
+def test_the_authors_model_a_and_b_in_the_section(tmp_path: Path) -> None:
+    # Model A (α = 0) and Model B (α = 1) alone, from the repository's copy of the checkpoints.
+    for runid in ("p99zdpze5l", "l8k1hzciux"):
+        for ext in (".safetensors", ".json"):
+            (tmp_path / f"{runid}{ext}").write_bytes(
+                (ROOT / "paper/checkpoints" / f"{runid}{ext}").read_bytes())
+    neurons, clusters, per_run = paper_neuron_tables(tmp_path, CFG)
+    assert sorted(per_run["run_id"]) == ["l8k1hzciux", "p99zdpze5l"]
+    assert (per_run["n_neurons"] == 512).all()  # d_mlp = 4 × 128
+    # The simple neuron model describes both first layers (R² of a one-frequency fit).
+    assert (per_run["median_r2"] > 0.9).all()
+    runs = make_runs(seed=3)
+    none = neurons.iloc[:0]
+    ctx = neurons_context(NeuronInputs(none, clusters.iloc[:0], per_run.iloc[:0], neurons,
+                                       clusters, per_run), runs, {}, CFG)
+    assert ctx is not None and ctx["n_runs"] == 0
+    text = ctx_text_of(ctx)
+    for m, (runid, row) in zip(ctx["paper_models"], per_run.set_index("run_id").loc[
+            ["p99zdpze5l", "l8k1hzciux"]].iterrows(), strict=True):
+        assert m["run_id"] == runid
+        verdicts = clusters[clusters["run_id"] == runid]["verdict"].value_counts()
+        assert f"median R² of the simple-neuron fit {row['median_r2']:.3f}" in text
+        assert f"layer-1 CKA to the disc {row['cka_disc']:.3f}" in text
+        for verdict, count in verdicts.items():
+            assert f"{verdict} {count}" in m["verdicts"]
+    assert "one model on each side, so no test" in text
+    assert "**Runs.**" not in text  # no runs of ours: that part is left out

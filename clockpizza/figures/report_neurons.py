@@ -38,11 +38,12 @@ _NAMES = {"pizza": "Model A", "clock": "Model B"}
 @dataclass(frozen=True)
 class NeuronInputs:
     """The stage neurons' tables: ours (``neurons``, ``clusters``, ``runs``: the neuron runs
-    table) and the authors' (``paper_clusters``, ``paper_runs``)."""
+    table) and the authors' (``paper_neurons``, ``paper_clusters``, ``paper_runs``)."""
 
     neurons: pd.DataFrame
     clusters: pd.DataFrame
     runs: pd.DataFrame
+    paper_neurons: pd.DataFrame | None = None
     paper_clusters: pd.DataFrame | None = None
     paper_runs: pd.DataFrame | None = None
 
@@ -159,8 +160,15 @@ def neurons_context(inputs: NeuronInputs, runs: pd.DataFrame, figures: Mapping[s
                            "r2": r.median_r2, "fitted": r.fitted_share, "freqs": r.n_freqs,
                            "disc": r.disc_share, "cka_disc": r.cka_disc,
                            "cka_torus": r.cka_torus})
+    ab = None
+    if len(paper_models) == 2 and inputs.paper_neurons is not None:
+        ids = [m["run_id"] for m in paper_models]  # Model A (α = 0) first
+        pair = pd.DataFrame({"run_id": ids, "attn_rate": [0.0, 1.0]})
+        ab = low_high_mmd(inputs.paper_neurons, inputs.paper_clusters, pair, 0.0, 1.0, 0,
+                          cfg.mmd_seed, cfg.mmd_bandwidth)
     alpha_fig, phase_fig, freqs_fig = NEURON_FIGURES
     return {
+        "paper_ab_mmd": ab,
         "n_runs": len(main), "n_neurons": int(main["n_neurons"].sum()),
         "widths": ", ".join(str(int(w)) for w in sorted(main["width"].unique())),
         "rows": _grid_rows(main), "low": lo, "high": hi,
