@@ -17,16 +17,17 @@ from clockpizza.figures.report import (
     examples_context,
     load_timing,
 )
-from clockpizza.figures.report_neurons import NeuronInputs, draw_neuron_figures, neurons_context
+from clockpizza.figures.report_neurons import (
+    draw_neuron_figures,
+    load_neuron_inputs,
+    neurons_context,
+)
 from clockpizza.io.cli import run_stage
 from clockpizza.io.params import load_params
 from clockpizza.io.table import (
     CIRCLES_SCHEMA,
     DYNAMICS_SCHEMA,
     EXAMPLE_TABLES,
-    NEURON_CLUSTERS_SCHEMA,
-    NEURON_RUNS_SCHEMA,
-    NEURONS_SCHEMA,
     PAPER_MODELS_SCHEMA,
     read_runs_table,
     read_table,
@@ -45,31 +46,6 @@ PUBLISHED = "paper/published_runs_fixed_width.csv"
 PAPER_MODELS, PAPER_CIRCLES = "metrics/paper_models.parquet", "metrics/paper_circles.parquet"
 PAPER_EXAMPLES_DIR = "metrics/paper_examples"
 MID_ALPHA = "results/mid_alpha/mid_alpha.csv"
-# "Two stories or one?" (stage neurons).
-NEURONS, NEURON_CLUSTERS = "metrics/neurons.parquet", "metrics/neuron_clusters.parquet"
-NEURON_RUNS = "metrics/neuron_runs.parquet"
-PAPER_NEURONS = "metrics/paper_neurons.parquet"
-PAPER_NEURON_CLUSTERS = "metrics/paper_neuron_clusters.parquet"
-PAPER_NEURON_RUNS = "metrics/paper_neuron_runs.parquet"
-
-
-def read_neurons() -> NeuronInputs | None:
-    """The neuron tables, or None before the neurons stage has run."""
-    if not Path(NEURON_RUNS).is_file():
-        return None
-    have_paper = Path(PAPER_NEURON_RUNS).is_file()
-    return NeuronInputs(
-        neurons=read_table(NEURONS, NEURONS_SCHEMA, "neurons"),
-        clusters=read_table(NEURON_CLUSTERS, NEURON_CLUSTERS_SCHEMA, "neurons"),
-        runs=read_table(NEURON_RUNS, NEURON_RUNS_SCHEMA, "neurons"),
-        paper_neurons=read_table(PAPER_NEURONS, NEURONS_SCHEMA, "neurons") if have_paper
-        else None,
-        paper_clusters=read_table(PAPER_NEURON_CLUSTERS, NEURON_CLUSTERS_SCHEMA, "neurons")
-        if have_paper else None,
-        paper_runs=read_table(PAPER_NEURON_RUNS, NEURON_RUNS_SCHEMA, "neurons")
-        if have_paper else None)
-
-
 def main() -> None:
     params = load_params()
     runs = read_runs_table(TABLE)
@@ -109,7 +85,7 @@ def main() -> None:
                 role, pex["embedding"], pex["correct_logits"], pex["attention"], paper_circles,
                 models.loc[runid].rename({"paper_runid": "run_id"}))
         paper_side = (paper.models, paper_circles)
-    neuron_inputs = read_neurons()
+    neuron_inputs = load_neuron_inputs("metrics")  # stage neurons; None before it ran
     if neuron_inputs is not None:
         figures |= draw_neuron_figures(neuron_inputs, runs, params.neurons)
     for stem, fig in figures.items():

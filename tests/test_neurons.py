@@ -5,7 +5,6 @@ tells apart what differs, and the report section and figures are drawn from the 
 from __future__ import annotations
 
 import math
-import runpy
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,12 @@ from clockpizza.analysis.neurons import (
 from clockpizza.figures.plots import save
 from clockpizza.figures.plots_neurons import NEURON_FIGURES
 from clockpizza.figures.report import build_report
-from clockpizza.figures.report_neurons import NeuronInputs, draw_neuron_figures, neurons_context
+from clockpizza.figures.report_neurons import (
+    NeuronInputs,
+    draw_neuron_figures,
+    load_neuron_inputs,
+    neurons_context,
+)
 from clockpizza.io.params import NeuronsConfig, Params, ParamsError
 from clockpizza.io.table import NEURON_TABLES, write_table
 from clockpizza.results.neuron_stats import run_mmd
@@ -264,16 +268,16 @@ def test_report_section_states_what_the_tables_hold(tmp_path: Path) -> None:
             for stem, fig in again.items()} == first
 
 
-def test_render_stage_reads_the_tables_the_neurons_stage_writes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_tables_the_neurons_stage_writes_are_read_back(tmp_path: Path) -> None:
     runs = make_runs(non_circular=0.1, seed=2)
     inputs = fake_neuron_tables(runs)
+    assert load_neuron_inputs(tmp_path) is None  # before the stage ran: no section
     for name, table in (("neurons", inputs.neurons), ("neuron_clusters", inputs.clusters),
                         ("neuron_runs", inputs.runs)):
-        write_table(tmp_path / f"metrics/{name}.parquet", table, NEURON_TABLES[name])
-    monkeypatch.chdir(tmp_path)
-    read = runpy.run_path(str(ROOT / "stages/render.py"))["read_neurons"]()
+        write_table(tmp_path / f"{name}.parquet", table, NEURON_TABLES[name])
+    read = load_neuron_inputs(tmp_path)
     assert read is not None and read.paper_runs is None  # no tables of the authors' models
+    pd.testing.assert_frame_equal(read.runs, inputs.runs, check_dtype=False)
     section = neurons_context(read, runs, {}, CFG)
     assert section is not None and section["n_runs"] == len(inputs.runs)
     assert section["fig_alpha"] is None  # not drawn: no path given

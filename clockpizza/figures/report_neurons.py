@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -24,6 +25,7 @@ from clockpizza.figures.plots_neurons import (
     phase_diff_figure,
 )
 from clockpizza.io.params import NeuronsConfig
+from clockpizza.io.table import NEURON_TABLES, read_table
 from clockpizza.results.boundary import fit_main
 from clockpizza.results.neuron_stats import MMDResult, low_high_mmd
 from clockpizza.results.paper_compare import PAPER_EXAMPLES
@@ -46,6 +48,24 @@ class NeuronInputs:
     paper_neurons: pd.DataFrame | None = None
     paper_clusters: pd.DataFrame | None = None
     paper_runs: pd.DataFrame | None = None
+
+
+def load_neuron_inputs(folder: str | Path) -> NeuronInputs | None:
+    """The neuron tables the neurons stage writes into ``folder`` (``metrics``), or None when
+    it has not run; the authors' part is None when their tables are absent."""
+    d = Path(folder)
+    if not (d / "neuron_runs.parquet").is_file():
+        return None
+
+    def read(name: str, prefix: str = "") -> pd.DataFrame:
+        return read_table(d / f"{prefix}{name}.parquet", NEURON_TABLES[name], "neurons")
+
+    paper = (d / "paper_neuron_runs.parquet").is_file()
+    return NeuronInputs(
+        neurons=read("neurons"), clusters=read("neuron_clusters"), runs=read("neuron_runs"),
+        paper_neurons=read("neurons", "paper_") if paper else None,
+        paper_clusters=read("neuron_clusters", "paper_") if paper else None,
+        paper_runs=read("neuron_runs", "paper_") if paper else None)
 
 
 def transitions(runs: pd.DataFrame) -> dict[int, float]:
