@@ -46,6 +46,8 @@ PUBLISHED = "paper/published_runs_fixed_width.csv"
 PAPER_MODELS, PAPER_CIRCLES = "metrics/paper_models.parquet", "metrics/paper_circles.parquet"
 PAPER_EXAMPLES_DIR = "metrics/paper_examples"
 MID_ALPHA = "results/mid_alpha/mid_alpha.csv"
+
+
 def main() -> None:
     params = load_params()
     runs = read_runs_table(TABLE)
