@@ -257,6 +257,7 @@ def test_report_section_states_what_the_tables_hold(tmp_path: Path) -> None:
     text = build_report(runs, paths, 128, n_boot=0, neurons=ctx)
     assert "## Two stories or one?" in text
     assert f"permutation p = {ctx['mmd'].p_value:.3g} over 16 runs" in text
+    assert "paired rather than independent" in text  # fake_runs: shared initial weights
     for stem in NEURON_FIGURES:
         assert f"](figures/{stem}.png)" in text
     assert "Two stories" not in build_report(runs, {}, 128, n_boot=0)  # no tables, no section

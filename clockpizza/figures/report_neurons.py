@@ -189,6 +189,10 @@ def neurons_context(inputs: NeuronInputs, runs: pd.DataFrame, figures: Mapping[s
     alpha_fig, phase_fig, freqs_fig = NEURON_FIGURES
     return {
         "paper_ab_mmd": ab,
+        # Shared initial weights tie the runs of a (width, seed) group across α: the
+        # permutation test then treats dependent runs as exchangeable.
+        "shared_init": bool(len(main)) and not runs.loc[runs["run_id"].isin(main["run_id"]),
+                                                        "init_per_run"].all(),
         "n_runs": len(main), "n_neurons": int(main["n_neurons"].sum()),
         "widths": ", ".join(str(int(w)) for w in sorted(main["width"].unique())),
         "rows": _grid_rows(main), "low": lo, "high": hi,
