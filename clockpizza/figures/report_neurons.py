@@ -121,13 +121,13 @@ def _finding(mmd: MMDResult, low: dict[str, Any], high: dict[str, Any]) -> str:
         return ("The grid lacks runs at one end of α, so the two groups cannot be compared "
                 "here.")
     if mmd.n_perm == 0 or math.isnan(mmd.p_value):
-        first = f"The MMD is {mmd.mmd:.3f} (no permutation test: `neurons.mmd_permutations` = 0)"
+        first = f"The MMD is {mmd.mmd:.3g} (no permutation test: `neurons.mmd_permutations` = 0)"
     elif mmd.p_value >= 0.05:
-        first = (f"The first layer does not tell them apart: MMD {mmd.mmd:.3f}, permutation "
+        first = (f"The first layer does not tell them apart: MMD {mmd.mmd:.3g}, permutation "
                  f"p = {mmd.p_value:.3g} over {mmd.n_low + mmd.n_high} runs (not evidence that "
                  "they are the same, only no evidence of a difference at this size)")
     else:
-        first = (f"The first layer does tell them apart: MMD {mmd.mmd:.3f}, permutation "
+        first = (f"The first layer does tell them apart: MMD {mmd.mmd:.3g}, permutation "
                  f"p = {mmd.p_value:.3g} over {mmd.n_low + mmd.n_high} runs")
     gap_di, gap_gs = high["di"] - low["di"], low["gs"] - high["gs"]
     return (f"{first}. On the same runs the paper's metrics differ by GS {gap_gs:+.3f} "
