@@ -13,6 +13,7 @@ from clockpizza.figures.paper_scale import (
     paper_scale_figures,
 )
 from clockpizza.figures.plots import save
+from clockpizza.figures.plots_neurons import NEURON_FIGURES
 from clockpizza.figures.report import (
     ALL_FIGURES,
     FIG3,
@@ -21,6 +22,11 @@ from clockpizza.figures.report import (
     draw_figures,
     examples_context,
     load_timing,
+)
+from clockpizza.figures.report_neurons import (
+    draw_neuron_figures,
+    load_neuron_inputs,
+    neurons_context,
 )
 from clockpizza.io.cli import run_stage
 from clockpizza.io.params import load_params
@@ -93,23 +99,31 @@ def main() -> None:
                 role, pex["embedding"], pex["correct_logits"], pex["attention"], paper_circles,
                 models.loc[runid].rename({"paper_runid": "run_id"}))
         paper_side = (paper.models, paper_circles)
-    ps_runs = read_table(PS_RUNS, PAPER_SCALE_SCHEMA, "summarise")
-    figures |= paper_scale_figures(
-        ps_runs, boundary_from_json(json.loads(Path(PS_BOUNDARY).read_text())), paper.published)
+    shipped = Path(PS_SUMMARY).is_file()  # stage summarise; absent in a hand-made metrics/
+    if shipped:
+        ps_runs = read_table(PS_RUNS, PAPER_SCALE_SCHEMA, "summarise")
+        figures |= paper_scale_figures(
+            ps_runs, boundary_from_json(json.loads(Path(PS_BOUNDARY).read_text())),
+            paper.published)
+    neuron_inputs = load_neuron_inputs("metrics")  # stage neurons; None before it ran
+    if neuron_inputs is not None:
+        figures |= draw_neuron_figures(neuron_inputs, runs, params.neurons, boundary)
     for stem, fig in figures.items():
         save(fig, f"{FIGURES}/{stem}")
     # a figure whose data left the tables goes too
-    for stem in {*ALL_FIGURES, *PS_FIGURES} - set(figures):
+    for stem in sorted({*ALL_FIGURES, *PS_FIGURES, *NEURON_FIGURES} - set(figures)):
         for ext in (".png", ".svg"):
             Path(FIGURES, stem + ext).unlink(missing_ok=True)
     paths = {stem: f"figures/{stem}.png" for stem in figures}
     examples = examples_context(runs, circles, chosen, paths, paper_side)
+    neurons = (None if neuron_inputs is None
+               else neurons_context(neuron_inputs, runs, paths, params.neurons))
     write_text(REPORT, build_report(runs, paths, params.render.fig1_width, boundary=boundary,
                                     timing=load_timing(TIMING), examples=examples, paper=paper,
-                                    rule=params.phase, dynamics=dynamics,
+                                    rule=params.phase, dynamics=dynamics, neurons=neurons,
                                     paper_scale=paper_scale_context(
                                         ps_runs, json.loads(Path(PS_SUMMARY).read_text()),
-                                        paths, paper.published)))
+                                        paths, paper.published) if shipped else None))
     print(f"[render] {len(figures)} figures -> {FIGURES}/, report -> {REPORT}")
 
 

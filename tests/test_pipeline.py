@@ -17,7 +17,8 @@ import yaml
 
 from clockpizza.figures import plots
 from clockpizza.figures.example_plots import example_figure
-from clockpizza.io.table import CIRCLES_SCHEMA, EXAMPLE_TABLES, RUNS_SCHEMA
+from clockpizza.figures.plots_neurons import NEURON_FIGURES
+from clockpizza.io.table import CIRCLES_SCHEMA, EXAMPLE_TABLES, NEURON_TABLES, RUNS_SCHEMA
 from clockpizza.results.boundary import boundary_from_json, fit_main
 from clockpizza.results.paper_compare import read_published_runs
 
@@ -198,6 +199,33 @@ def test_circles_table_and_the_model_a_b_figures(repo: Path, tmp_path: Path) -> 
     model_b = report[report.index("### Model B (clock)"):]
     assert f"ours: `{pizza_id}`" in model_a and "`p99zdpze5l`" in model_a
     assert f"ours: `{clock_id}`" in model_b and "`l8k1hzciux`" in model_b
+
+
+def test_neuron_tables_of_the_grid_and_of_the_authors_models(repo: Path) -> None:
+    runs = pd.read_parquet(repo / "metrics/runs.parquet")
+    tables = {}
+    for prefix in ("", "paper_"):
+        for name, schema in NEURON_TABLES.items():
+            table = pq.read_table(repo / f"metrics/{prefix}{name}.parquet")
+            assert table.schema.names == schema.names, (prefix, name)
+            tables[prefix + name] = table.to_pandas()
+    per_run = tables["neuron_runs"].set_index("run_id")
+    assert sorted(per_run.index) == sorted(runs.run_id)  # one row per transformer run
+    d_mlp = 4 * SCIENCE["width"][0]
+    assert (tables["neurons"].groupby("run_id").size() == d_mlp).all()
+    assert (per_run.n_neurons == d_mlp).all()
+    # The authors' Model A (α = 0, a pizza) and Model B (α = 1, a clock) are both measured; the
+    # simple neuron model describes Model A's first layer and its clusters are discs.
+    paper = tables["paper_neuron_runs"].set_index("run_id")
+    assert {"p99zdpze5l", "l8k1hzciux"} <= set(paper.index)
+    assert paper.median_r2["p99zdpze5l"] > 0.9
+    model_a = tables["paper_neuron_clusters"].query("run_id == 'p99zdpze5l'")
+    assert len(model_a) and (model_a.verdict == "disc").all()
+    report = (repo / "report/README.md").read_text()
+    section = report[report.index("## Two stories or one?"):]
+    assert "**Model A** (`p99zdpze5l`" in section and "**Model B** (`l8k1hzciux`" in section
+    for stem in NEURON_FIGURES:
+        assert (repo / f"report/figures/{stem}.png").is_file()
 
 
 def test_rerun_is_a_no_op_and_growing_the_grid_trains_only_new_runs(repo: Path) -> None:

@@ -760,7 +760,8 @@ def build_report(runs: pd.DataFrame, figures: Mapping[str, str], fig1_width: int
                  examples: list[dict[str, Any]] | None = None,
                  paper: PaperInputs | None = None, rule: PhaseConfig | None = None,
                  dynamics: pd.DataFrame | None = None,
-                 paper_scale: Mapping[str, Any] | None = None) -> str:
+                 paper_scale: Mapping[str, Any] | None = None,
+                 neurons: Mapping[str, Any] | None = None) -> str:
     """The markdown report (``templates/report.md.j2``).
 
     ``figures`` maps the stems in :data:`ALL_FIGURES` that were drawn to paths relative to the
@@ -772,6 +773,8 @@ def build_report(runs: pd.DataFrame, figures: Mapping[str, str], fig1_width: int
     to the paper's runs); ``dynamics`` the snapshots' metrics (the training-dynamics section);
     ``paper_scale`` the shipped paper-length runs'
     :func:`clockpizza.figures.paper_scale.paper_scale_context` (its section comes first).
+    ``neurons`` the "Two stories or one?" section's
+    :func:`~clockpizza.figures.report_neurons.neurons_context` (left out when None).
     """
     paper = paper or PaperInputs()
     main = main_runs(runs)
@@ -793,6 +796,7 @@ def build_report(runs: pd.DataFrame, figures: Mapping[str, str], fig1_width: int
         "rule": _rule_context(paper.published, rule),
         "mid_alpha": _mid_alpha_context(paper.mid_alpha, rule),
         "dynamics": _dynamics_context(runs, figures, dynamics),
+        "neurons": neurons,
         "layers": _layers_context(runs, figures),
         "ablations": _ablations_context(runs, figures),
         "mlp": _mlp_context(runs, figures),

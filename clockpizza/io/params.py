@@ -270,6 +270,36 @@ class CirclesConfig:
     type_from: Annotated[Literal["paper", "centred"], _allowed("one of paper, centred")]
 
 
+@dataclass(frozen=True, config=_CONFIG)
+class NeuronsConfig:
+    """First-layer neurons, their clusters and verdicts (clockpizza.analysis.neurons), and the
+    low- against high-α comparison of the report (clockpizza.results.neuron_stats)."""
+
+    min_r2: Unit
+    dead_rel_std: Annotated[StrictFloat, _allowed("a number in [0.0, 1.0)", ge=0.0, lt=1.0)]
+    min_cluster_neurons: Annotated[StrictInt, _allowed("an integer >= 1", ge=1)]
+    disc_min_resultant: Unit
+    disc_min_top2: Unit
+    torus_max_resultant: Unit
+    torus_min_top4: Unit
+    low_alpha_max: Rate
+    high_alpha_min: Rate
+    mmd_bandwidth: Annotated[StrictFloat, _allowed("a number in [0.0, 2.0] (0: the median "
+                                                   "heuristic)", ge=0.0, le=2.0)]
+    mmd_permutations: Annotated[StrictInt, _allowed("an integer >= 0 (0: no test)", ge=0)]
+    mmd_seed: Annotated[StrictInt, _allowed("an integer >= 0", ge=0)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NeuronsConfig:
+        if self.torus_max_resultant >= self.disc_min_resultant:
+            raise _refuse(f"neurons.torus_max_resultant = {self.torus_max_resultant}: must be "
+                          f"below neurons.disc_min_resultant = {self.disc_min_resultant}")
+        if self.low_alpha_max >= self.high_alpha_min:
+            raise _refuse(f"neurons.low_alpha_max = {self.low_alpha_max}: must be below "
+                          f"neurons.high_alpha_min = {self.high_alpha_min}")
+        return self
+
+
 RunId = Annotated[str | None, BeforeValidator(_run_id)]
 
 
@@ -325,6 +355,7 @@ class Params:
     boundary: BoundaryConfig
     mlp_family: MLPFamilyConfig
     circles: CirclesConfig
+    neurons: NeuronsConfig
     presets: dict[str, Preset] = dataclasses.field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -382,7 +413,7 @@ def _section_class(name: str) -> type | None:
     cls = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
            "metrics": MetricsConfig, "phase": PhaseConfig, "render": RenderConfig,
            "boundary": BoundaryConfig, "mlp_family": MLPFamilyConfig,
-           "circles": CirclesConfig}.get(name)
+           "circles": CirclesConfig, "neurons": NeuronsConfig}.get(name)
     return cls
 
 

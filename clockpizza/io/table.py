@@ -160,6 +160,58 @@ DYNAMICS_SCHEMA = pa.schema([
 SNAPSHOTS_SCHEMA = pa.schema([f for f in DYNAMICS_SCHEMA if f.name != "phase"])
 
 
+# The first-layer neurons of each transformer (clockpizza.analysis.neurons says exactly how each
+# number is computed): one row per run × neuron, one per run × frequency cluster, one per run.
+# The same schemas serve the authors' released models (metrics/paper_neurons*.parquet), where
+# run_id is the authors' run id.
+NEURONS_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("neuron", pa.int64()),  # index into d_mlp of the first block
+    ("freq", pa.int64()),  # f of the simple-neuron fit, 1..(p − 1)/2
+    ("amp_left", pa.float64()),  # A_L: amplitude of the mean over b, a function of a
+    ("amp_right", pa.float64()),  # A_R: ... of the mean over a, a function of b
+    ("phase_left", pa.float64()),  # φ_L in [0, 2π) (radians)
+    ("phase_right", pa.float64()),  # φ_R in [0, 2π)
+    ("phase_diff", pa.float64()),  # φ_L − φ_R wrapped to (−π, π]
+    ("r2", pa.float64()),  # R² of the fit over all p² pairs (NaN: constant pre-activation)
+    ("std", pa.float64()),  # standard deviation of the pre-activation over the p² pairs
+    ("dead", pa.bool_()),  # never fires, or std below neurons.dead_rel_std × the median
+    ("fitted", pa.bool_()),  # alive and r2 >= neurons.min_r2: it joins its frequency's cluster
+])
+NEURON_CLUSTERS_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("freq", pa.int64()),
+    ("n_neurons", pa.int64()),  # fitted neurons of this frequency
+    ("variance", pa.float64()),  # total variance of their pre-activations over the p² pairs
+    ("resultant", pa.float64()),  # mean resultant length of φ_L − φ_R, in [0, 1]
+    ("mean_phase_diff", pa.float64()),  # circular mean of φ_L − φ_R (the disc template's Δ)
+    ("top2_share", pa.float64()),  # share of the variance in the top 2 singular directions
+    ("top4_share", pa.float64()),  # ... top 4
+    ("cka_disc", pa.float64()),  # linear CKA to the disc template
+    ("cka_torus", pa.float64()),  # ... to the torus template
+    ("verdict", pa.string()),  # disc / torus / mixed, or small (too few neurons to judge)
+])
+NEURON_RUNS_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("attn_rate", pa.float64()),
+    ("width", pa.int64()),
+    ("seed", pa.int64()),  # init_seed (-1 for the authors' models: not known)
+    ("n_layers", pa.int64()),
+    ("n_neurons", pa.int64()),  # d_mlp
+    ("n_dead", pa.int64()),
+    ("n_fitted", pa.int64()),
+    ("fitted_share", pa.float64()),  # n_fitted / alive neurons
+    ("median_r2", pa.float64()),  # over the alive neurons
+    ("n_freqs", pa.int64()),  # clusters with a verdict: the frequencies the run keeps
+    ("disc_share", pa.float64()),  # share of those clusters judged disc (NaN: none)
+    ("torus_share", pa.float64()),
+    ("cka_disc", pa.float64()),  # clusters' CKA to the disc template, variance-weighted mean
+    ("cka_torus", pa.float64()),
+])
+NEURON_TABLES = {"neurons": NEURONS_SCHEMA, "neuron_clusters": NEURON_CLUSTERS_SCHEMA,
+                 "neuron_runs": NEURON_RUNS_SCHEMA}
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary file in the same directory, then rename over ``path``.
 
