@@ -72,7 +72,7 @@ def test_a_misspelt_key_is_named_with_the_key_meant(base: dict[str, Any], sectio
     node[wrong] = node.pop(right)
     msg = refusal(raw)
     where = f"{section}." if section else ""
-    assert msg.startswith(f"{where}{wrong}: unknown key"), msg
+    assert msg.startswith(f"{where}{wrong}: unknown "), msg
     assert f"did you mean {where}{right}?" in msg, msg
 
 

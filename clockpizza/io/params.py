@@ -393,11 +393,13 @@ def _refuse_misspelt_keys(raw: Mapping[str, Any]) -> None:
         allowed = _keys_of(section)
         for key in node:
             close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.75)
-            if key not in allowed and close:
-                where = f"{section}." if section else ""
-                raise ParamsError(f"{where}{key}: unknown key; did you mean {where}{close[0]}? "
-                                  f"allowed keys{f' in {section}' if section else ''}: "
-                                  + ", ".join(allowed))
+            if key in allowed or not close:
+                continue
+            if section is None:
+                raise ParamsError(f"{key}: unknown top-level key; did you mean {close[0]}? "
+                                  "allowed: " + ", ".join(allowed))
+            raise ParamsError(f"{section}.{key}: unknown key; did you mean {section}.{close[0]}? "
+                              f"allowed keys in {section}: " + ", ".join(allowed))
 
 
 def _refuse_beyond_int64(node: object, key: str) -> None:
