@@ -40,6 +40,7 @@ if [ -n "${VIRTUAL_ENV:-}" ]; then
 else
   env_dir=$PWD/.venv
   if [ ! -x .venv/bin/python ]; then
+    rm -rf .venv  # one whose Python is gone (a cached or moved copy): made again
     base=${PYTHON:-python3}
     echo "setup: no environment active; making .venv with $("$base" -V 2>&1) ($base)"
     if ! "$base" -m venv .venv 2>/dev/null; then
