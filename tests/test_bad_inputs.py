@@ -25,10 +25,10 @@ import yaml
 from clockpizza.io import cli
 from clockpizza.io.params import Params, ParamsError, RunSpec, instance_specs
 from clockpizza.io.store import WEIGHTS, write_run
-from clockpizza.science import preflight
+from clockpizza.science import machine_check
 from clockpizza.science.architectures import model_config, param_shapes
 from clockpizza.science.grid import is_whole
-from clockpizza.science.preflight import check_machine, check_memory
+from clockpizza.science.machine_check import check_machine, check_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
@@ -193,7 +193,7 @@ def test_cuda_without_a_cuda_device_is_refused(base: dict[str, Any]) -> None:
 def test_ray_that_is_not_installed_is_refused(base: dict[str, Any],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     real = importlib.util.find_spec
-    monkeypatch.setattr(preflight.importlib.util, "find_spec",
+    monkeypatch.setattr(machine_check.importlib.util, "find_spec",
                         lambda name, *a: None if name == "ray" else real(name, *a))
     with pytest.raises(ParamsError, match=r"^train\.backend = 'ray': Ray is not installed"):
         check_machine(Params.parse(changed(base, train__backend="ray")))
