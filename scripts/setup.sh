@@ -32,8 +32,8 @@ esac
 
 if [ -n "${VIRTUAL_ENV:-}" ]; then
   env_dir=$VIRTUAL_ENV
-  if [ ! -e .venv ]; then
-    ln -s "$env_dir" .venv
+  if [ -L .venv ] || [ ! -e .venv ]; then
+    ln -sfn "$env_dir" .venv
   elif [ "$(cd .venv && pwd -P)" != "$(cd "$env_dir" && pwd -P)" ]; then
     echo "setup: installing into the active environment $env_dir (.venv is another one)" >&2
   fi
