@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
 
 
 def base_python() -> str:
@@ -58,6 +57,26 @@ def locked(lock: Path) -> dict[str, str]:
     return {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in pins}
 
 
+def requirement_names(specs: list[str]) -> set[str]:
+    return {re.sub(r"[-_.]+", "-", re.split(r"[<>=!~\[; ]", spec, maxsplit=1)[0]).lower()
+            for spec in specs}
+
+
+@pytest.mark.parametrize("lock, extras", [("main.txt", ["dev"]),
+                                          ("tests.txt", ["dev", "tl", "ray"])])
+def test_the_locks_pin_every_dependency_pyproject_declares(lock: str,
+                                                           extras: list[str]) -> None:
+    # A dependency added to pyproject.toml without `pip-compile` (README: updating the lock)
+    # would be missing from a set-up: --no-deps installs the lock and nothing else.
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11 on
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = requirement_names(project["dependencies"] + [
+        spec for extra in extras for spec in project["optional-dependencies"][extra]])
+    missing = declared - {"torch"} - set(locked(ROOT / "requirements" / lock))
+    assert not missing, f"requirements/{lock} lacks {sorted(missing)}: regenerate it"
+
+
+@pytest.mark.slow
 def test_setup_makes_a_project_environment_with_the_locked_versions(tmp_path: Path) -> None:
     repo = clone(tmp_path / "clone")
     python = base_python()
