@@ -23,12 +23,13 @@ import torch
 import yaml
 
 from clockpizza.io import cli
-from clockpizza.io.params import Params, ParamsError, RunSpec, instance_specs
+from clockpizza.io.params import Params, ParamsError
 from clockpizza.io.store import WEIGHTS, write_run
 from clockpizza.science import machine_check
 from clockpizza.science.architectures import model_config, param_shapes
 from clockpizza.science.grid import is_whole
-from clockpizza.science.machine_check import check_machine, check_memory
+from clockpizza.science.machine_check import check_example_runs, check_machine, check_memory
+from clockpizza.science.spec import RunSpec, instance_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
@@ -149,9 +150,15 @@ def test_a_snapshot_at_the_last_step_is_kept(base: dict[str, Any]) -> None:
     assert params.train.snapshot_steps == (0, 20)
 
 
+def example_refusal(raw: dict[str, Any]) -> str:
+    with pytest.raises(ParamsError) as info:
+        check_example_runs(Params.parse(raw))
+    return str(info.value)
+
+
 @pytest.mark.parametrize("role", ["clock", "pizza"])
 def test_an_example_run_id_not_in_the_grid_is_refused(base: dict[str, Any], role: str) -> None:
-    msg = refusal(changed(base, **{f"render__{role}_run_id": "0123456789ab"}))
+    msg = example_refusal(changed(base, **{f"render__{role}_run_id": "0123456789ab"}))
     assert msg.startswith(f"render.{role}_run_id = '0123456789ab': not a transformer run"), msg
 
 
@@ -159,8 +166,9 @@ def test_an_example_run_id_of_the_grid_is_accepted_and_one_of_another_grid_is_no
         base: dict[str, Any]) -> None:
     small = changed(base, attn_rate=[0.0, 1.0], width=[32], seed=[3])
     ids = [s.run_id for _, specs in instance_specs(Params.parse(small)) for s in specs]
-    Params.parse(changed(small, render__clock_run_id=ids[1], render__pizza_run_id=ids[0]))
-    msg = refusal(changed(small, seed=[4], render__clock_run_id=ids[1]))
+    check_example_runs(Params.parse(changed(small, render__clock_run_id=ids[1],
+                                            render__pizza_run_id=ids[0])))
+    msg = example_refusal(changed(small, seed=[4], render__clock_run_id=ids[1]))
     assert "render.clock_run_id" in msg, msg
 
 
@@ -168,7 +176,7 @@ def test_an_attention_free_run_is_no_example(base: dict[str, Any]) -> None:
     raw = changed(base, mlp_family__models=["A"])
     mlp = [s.run_id for _, specs in instance_specs(Params.parse(raw)) for s in specs
            if s.family == "A"]
-    assert "render.pizza_run_id" in refusal(changed(raw, render__pizza_run_id=mlp[0]))
+    assert "render.pizza_run_id" in example_refusal(changed(raw, render__pizza_run_id=mlp[0]))
 
 
 @pytest.mark.parametrize("p, triples", [(3, 100), (5, 126), (7, 344)])

@@ -1,7 +1,8 @@
 """params.yaml against this machine: what the train stage would refuse, refused by the check stage.
 
 The schema (:mod:`clockpizza.io.params`) knows values only. Some values are refused only by what
-the machine has: a CUDA device, Ray, a Ray cluster that answers, the memory one model needs.
+the machine has: a CUDA device, Ray, a Ray cluster that answers, the memory one model needs;
+others by the grid's run ids, which the science computes (``render.*_run_id``).
 DVC removes a stage's outputs just before it runs the stage, so a refusal found by the train
 stage itself would come after DVC had deleted outputs; the check stage runs these first.
 Each refusal is one :class:`ParamsError` line naming the key and what is allowed here.
@@ -16,9 +17,10 @@ from urllib.parse import urlsplit
 
 import torch
 
-from clockpizza.io.params import Params, ParamsError, TrainConfig, shape_groups
+from clockpizza.io.params import Params, ParamsError, TrainConfig
 from clockpizza.science.architectures import model_config
 from clockpizza.science.grid import grid_specs
+from clockpizza.science.spec import TRANSFORMER, shape_groups
 from clockpizza.science.train import bytes_per_model, free_memory
 
 # A cluster that does not answer the TCP handshake within this is down (or firewalled): Ray itself
@@ -30,6 +32,7 @@ GIB = 2**30
 
 def check_machine(params: Params) -> None:
     """Refuse (ParamsError) what this machine cannot do with ``params``; nothing is started."""
+    check_example_runs(params)
     t = params.train
     remote = t.backend == "ray" and _ray_address(t) is not None
     if t.backend == "ray":
@@ -98,3 +101,19 @@ def check_memory(params: Params, free: int | None = None) -> None:
                 f"{n_train} pairs (the trainer's estimate), more than the {budget / GIB:.1f} "
                 f"GiB it may plan with on {device.type} (half of what is free); allowed here: "
                 "a smaller data.p or width")
+
+
+def check_example_runs(params: Params) -> None:
+    """``render.clock_run_id`` / ``pizza_run_id``: null or a transformer run of the grid (the
+    mechanism stage draws it; it would refuse one it cannot find, after DVC removed outputs)."""
+    r = params.render
+    given = {"clock": r.clock_run_id, "pizza": r.pizza_run_id}
+    if all(v is None for v in given.values()):
+        return
+    ids = [s.run_id for s in grid_specs(params) if s.family == TRANSFORMER]
+    for role, run_id in given.items():
+        if run_id is not None and run_id not in ids:
+            shown = ", ".join(ids[:4]) + (", …" if len(ids) > 4 else "")
+            raise ParamsError(f"render.{role}_run_id = {run_id!r}: not a transformer run of the "
+                              f"grid in params.yaml; allowed: null or one of its {len(ids)} run "
+                              f"ids ({shown}; the run_id column of metrics/runs.parquet)")
