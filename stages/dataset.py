@@ -1,5 +1,11 @@
 """Stage dataset: all p² pairs (a, b), their label (a + b) mod p and a seeded split."""
 
+import sys
+from pathlib import Path
+
+# This checkout's package (the code dvc.yaml hashes), even where another clone is pip-installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from clockpizza.io.cli import run_stage
 from clockpizza.io.params import load_params
 from clockpizza.io.table import write_parquet

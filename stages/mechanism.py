@@ -1,6 +1,12 @@
 """Stage mechanism: the data of the Model A (pizza) / Model B (clock) figures, read from the
 weights of the two example runs -> metrics/examples/{embedding,correct_logits,attention}.parquet."""
 
+import sys
+from pathlib import Path
+
+# This checkout's package (the code dvc.yaml hashes), even where another clone is pip-installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from clockpizza.analysis.mechanism import collect_examples
 from clockpizza.io.cli import run_stage
 from clockpizza.io.params import load_params

@@ -4,6 +4,12 @@ row per run, no phase yet), metrics/circles.parquet (one row per circle), metric
 (one row per run and snapshot step), and the grid's training wall time -> metrics/timing.json.
 The summarise stage labels and summarises these tables."""
 
+import sys
+from pathlib import Path
+
+# This checkout's package (the code dvc.yaml hashes), even where another clone is pip-installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from clockpizza.analysis.collect import collect_timing, measure_tables
 from clockpizza.io.cli import run_stage
 from clockpizza.io.params import load_params

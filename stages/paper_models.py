@@ -3,6 +3,12 @@ metrics beside their published values -> metrics/paper_models.parquet, and their
 metrics/paper_circles.parquet, and the figure-3 tables of the authors' Model A (pizza) and
 Model B (clock) -> metrics/paper_examples/."""
 
+import sys
+from pathlib import Path
+
+# This checkout's package (the code dvc.yaml hashes), even where another clone is pip-installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from clockpizza.analysis.paper_models import paper_examples, paper_tables
 from clockpizza.io.cli import run_stage
 from clockpizza.io.params import load_params

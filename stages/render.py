@@ -2,7 +2,11 @@
 published runs and released models, measured by the paper_models stage)."""
 
 import json
+import sys
 from pathlib import Path
+
+# This checkout's package (the code dvc.yaml hashes), even where another clone is pip-installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd
 

@@ -5,6 +5,12 @@ plots -> metrics/plots/*.csv. The paper-length results shipped in git (results/*
 relabelled, their boundary fitted -> metrics/paper_scale_runs.parquet, metrics/paper_scale.json,
 metrics/paper_scale_boundary.json."""
 
+import sys
+from pathlib import Path
+
+# This checkout's package (the code dvc.yaml hashes), even where another clone is pip-installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import pandas as pd
 
 from clockpizza.io.cli import run_stage

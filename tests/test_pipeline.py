@@ -340,3 +340,49 @@ def test_a_refused_exp_run_leaves_every_output_in_place(repo: Path, change: str,
     finally:
         (repo / "params.yaml").write_text(original)
     assert _outputs(repo) == before  # every output still there, bit for bit
+
+
+def _ray_refusal() -> tuple[tuple[str, ...], str]:
+    import importlib.util
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once it is closed
+    named = "nothing answers" if importlib.util.find_spec("ray") else "Ray is not installed"
+    return ("train.backend=ray", f"train.ray_address=127.0.0.1:{port}"), named
+
+
+# What a later stage (train, metrics, mechanism) would refuse only after DVC had removed outputs,
+# or only on this machine, refused by the check stage: (the -S changes, what the refusal names).
+@pytest.mark.parametrize("changes, named", [
+    (("train.device=cuda",), "train.device = 'cuda'"),
+    _ray_refusal(),
+    (("render.clock_run_id=0123456789ab",), "render.clock_run_id"),
+    (("seed=[18446744073709551617]",), "seed[0] = 18446744073709551617"),
+    (("data.p=3",), "metrics.gs_triples"),
+    (("data.p=4001",), "GiB"),  # a model alone beyond the memory the trainer plans with
+    (("train.steps=1000.0",), "write 1000"),  # equal to 1000 as a value: DVC saw no change
+    (("train.snapshots=[0,10,5000]",), "train.snapshots[2] = 5000"),
+], ids=["cuda", "ray-address", "example-run", "seed-range", "p-too-small", "memory",
+        "float-steps", "snapshot-beyond"])
+def test_a_refusal_only_a_later_stage_or_this_machine_knows_leaves_every_output_in_place(
+        repo: Path, changes: tuple[str, ...], named: str) -> None:
+    import torch
+
+    if "cuda" in changes[0] and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    run([*git, "add", "-A"], repo)
+    run([*git, "commit", "-qm", "results", "--allow-empty"], repo)
+    before = _outputs(repo)
+    original = (repo / "params.yaml").read_text()
+    try:
+        res = run(["dvc", "exp", "run", *[a for c in changes for a in ("-S", c)]], repo,
+                  check=False)
+        assert res.returncode != 0, res.stdout
+        assert named in res.stderr and "[check] error in params.yaml" in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr and "model-step" not in res.stderr
+    finally:
+        (repo / "params.yaml").write_text(original)
+    assert _outputs(repo) == before  # every output still there, bit for bit

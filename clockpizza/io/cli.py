@@ -27,3 +27,11 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     except (RuntimeError, ValueError) as e:
         print(f"[{name}] error: {e}", file=sys.stderr)
         sys.exit(1)
+    except OSError as e:  # a connection refused, a disk full: the one line, no traceback
+        print(f"[{name}] error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        # Outputs are written whole or not at all, and training resumes from its checkpoint.
+        print(f"\n[{name}] interrupted; rerun `dvc repro` to go on from where it stopped",
+              file=sys.stderr)
+        sys.exit(130)

@@ -11,6 +11,7 @@ stage removes an output; every stage runs it again before doing anything.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from collections.abc import Mapping
 from dataclasses import fields
@@ -40,6 +41,9 @@ DEVICES = ("auto", "cpu", "cuda")
 FVE_SOURCES = ("paper", "centred")  # circles.type_from (clockpizza.analysis.circles)
 SNAPSHOT_SCHEDULES = ("log", "none")
 BACKENDS = ("local", "ray")  # train.backend: where the grid's chunks train (never in a run id)
+# Every integer of params.yaml fits a signed 64-bit integer: torch's seeds, NumPy's arrays and the
+# Parquet tables (seed, steps, width columns) store int64.
+INT64_MAX = 2**63 - 1
 
 
 class ParamsError(ValueError):
@@ -232,6 +236,16 @@ class TrainConfig:
                           "chunks per GPU)")
         return self
 
+    @model_validator(mode="after")
+    def _snapshots_within_steps(self) -> TrainConfig:
+        if isinstance(self.snapshots, tuple):
+            for i, step in enumerate(self.snapshots):
+                if step > self.steps:
+                    raise _refuse(f"train.snapshots[{i}] = {step}: beyond train.steps = "
+                                  f"{self.steps}; allowed: steps from 0 to train.steps (or log, "
+                                  "none)")
+        return self
+
     @property
     def snapshot_steps(self) -> tuple[int, ...]:
         """The steps whose weights every run keeps (``train.snapshots``), each <= ``steps``:
@@ -366,12 +380,22 @@ class Params:
                               f"model.n_heads = {self.model.n_heads}")
         return self
 
+    @model_validator(mode="after")
+    def _triples_within_p_cubed(self) -> Params:
+        n, p = self.metrics.gs_triples, self.data.p
+        if n > p**3:
+            raise _refuse(f"metrics.gs_triples = {n}: more than the p³ = {p**3} triples of "
+                          f"data.p = {p}; allowed: an integer from 0 (all of them) to {p**3}")
+        return self
+
     @classmethod
     def parse(cls, raw: object) -> Params:
         """Validate a params mapping (as read from YAML); ParamsError names the first fault."""
         if not isinstance(raw, Mapping):
             raise ParamsError("params.yaml: top level must be a mapping of keys to values")
         _refuse_non_string_keys(raw)
+        _refuse_misspelt_keys(raw)
+        _refuse_beyond_int64(raw, "")
         try:
             return _ADAPTER.validate_python(dict(raw))
         except ValidationError as e:
@@ -389,6 +413,37 @@ def _refuse_non_string_keys(raw: Mapping[Any, Any]) -> None:
                 if not isinstance(kk, str):
                     raise ParamsError(f"{k}.{kk!r}: unknown key; allowed keys in {k}: "
                                       + ", ".join(_keys_of(k)))
+
+
+def _refuse_misspelt_keys(raw: Mapping[str, Any]) -> None:
+    # Named before pydantic reports the right key as "missing": the typo is the fault.
+    sections: list[tuple[str | None, Mapping[str, Any]]] = [(None, raw)]
+    sections += [(k, v) for k, v in raw.items()
+                 if isinstance(v, Mapping) and _section_class(k) is not None]
+    for section, node in sections:
+        allowed = _keys_of(section)
+        for key in node:
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.75)
+            if key in allowed or not close:
+                continue
+            if section is None:
+                raise ParamsError(f"{key}: unknown top-level key; did you mean {close[0]}? "
+                                  "allowed: " + ", ".join(allowed))
+            raise ParamsError(f"{section}.{key}: unknown key; did you mean {section}.{close[0]}? "
+                              f"allowed keys in {section}: " + ", ".join(allowed))
+
+
+def _refuse_beyond_int64(node: object, key: str) -> None:
+    if isinstance(node, Mapping):
+        for k, v in node.items():
+            _refuse_beyond_int64(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _refuse_beyond_int64(v, f"{key}[{i}]")
+    elif isinstance(node, int) and not isinstance(node, bool) and not (
+            -INT64_MAX - 1 <= node <= INT64_MAX):
+        raise ParamsError(f"{key} = {node}: beyond the signed 64-bit range that torch's seeds "
+                          f"and the Parquet tables hold; allowed: at most {INT64_MAX}")
 
 
 _ADAPTER = TypeAdapter(Params)
@@ -533,7 +588,26 @@ def _message(err: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
         return f"{key} = {err.get('input')!r}: {msg}"
     allowed = _allowed_text(loc, raw)
     text = f"must be {allowed}" if allowed else str(err["msg"])
-    return f"{key} = {err.get('input')!r}: {text}"
+    return f"{key} = {err.get('input')!r}: {text}{_hint(err.get('input'), allowed)}"
+
+
+def _hint(value: object, allowed: str | None) -> str:
+    """What to write instead, for the two values YAML reads otherwise than a reader expects."""
+    wants_int = allowed is not None and "integer" in allowed
+    if isinstance(value, float) and value.is_integer() and wants_int:
+        return f" (write {int(value)}, without the decimal point)"
+    if isinstance(value, str) and not wants_int:
+        try:
+            number = float(value)
+        except ValueError:
+            return ""
+        mantissa, _, exponent = value.strip().lower().partition("e")
+        if exponent:  # YAML 1.1 reads 2e-3 and 1.0e5 as text; 2.0e-3 and 1.0e+5 are numbers
+            sign = "" if exponent[0] in "+-" else "+"
+            dot = "" if "." in mantissa else ".0"
+            return f" (YAML reads {value} as text: write {mantissa}{dot}e{sign}{exponent})"
+        return f" (a number written as text: write {number!r} without quotes)"
+    return ""
 
 
 # What scripts/preset.sh copies, and where: preset key -> params key. Every preset gives every key.
@@ -541,6 +615,12 @@ PRESET_TARGETS = {"attn_rate": "attn_rate", "width": "width", "seed": "seed",
                   "steps": "train.steps", "n_layers": "model.n_layers",
                   "init_per_run": "model.init_per_run", "split_per_run": "data.split_per_run"}
 PRESET_KEYS = tuple(PRESET_TARGETS)
+
+
+def changed_keys(before: Params, after: Params, keys: tuple[str, ...]) -> list[str]:
+    """Which of ``keys`` (top-level keys or sections, as a stage's ``params:`` in dvc.yaml)
+    differ between two readings of params.yaml."""
+    return [k for k in keys if getattr(before, k) != getattr(after, k)]
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import safetensors
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from clockpizza.io.table import write_json
 
@@ -55,17 +55,33 @@ def write_run(run_dir: Path, weights: dict[str, torch.Tensor], config: dict[str,
     partial = run_dir.with_name(run_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    save_file(weights, str(partial / WEIGHTS), metadata={"run_id": str(config["run_id"])})
+    save_weights(partial / WEIGHTS, weights, {"run_id": str(config["run_id"])})
     if snapshots:
         (partial / SNAPSHOTS).mkdir()
         for step, w in sorted(snapshots.items()):
-            save_file(w, str(partial / SNAPSHOTS / snapshot_name(step)),
-                      metadata={"run_id": str(config["run_id"]), "step": str(step)})
+            save_weights(partial / SNAPSHOTS / snapshot_name(step), w,
+                         {"run_id": str(config["run_id"]), "step": str(step)})
     write_json(partial / CONFIG, config)
     history.to_parquet(partial / HISTORY, index=False)
     if run_dir.exists():
         shutil.rmtree(run_dir)
     os.replace(partial, run_dir)
+
+
+def save_weights(path: Path, weights: Mapping[str, torch.Tensor],
+                 metadata: Mapping[str, str]) -> None:
+    """A safetensors file whose bytes depend on the weights and metadata alone.
+
+    safetensors writes its metadata in hash-map order, which changes from process to process,
+    so the same weights would hash differently in ``runs/`` and rerun every stage downstream.
+    The JSON header is written again with sorted keys: same length, same offsets, same format.
+    """
+    blob = save(dict(weights), metadata=dict(metadata))
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    padded = text + b" " * (-(len(text)) % 8)  # the data start 8-byte aligned, as safetensors
+    path.write_bytes(len(padded).to_bytes(8, "little") + padded + blob[8 + n:])
 
 
 @dataclass(frozen=True)

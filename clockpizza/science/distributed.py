@@ -72,8 +72,12 @@ def cluster(t: TrainConfig, num_cpus: int | None = None) -> Iterator[Share]:
             # job (runtime environments need ray[default]).
             import clockpizza
 
-            ray.init(address=address, logging_level="WARNING",
-                     runtime_env={"py_modules": [str(Path(clockpizza.__file__).parent)]})
+            try:
+                ray.init(address=address, logging_level="WARNING",
+                         runtime_env={"py_modules": [str(Path(clockpizza.__file__).parent)]})
+            except (ConnectionError, TimeoutError) as e:  # the check stage probed it earlier
+                key = "train.ray_address" if t.ray_address else "RAY_ADDRESS (environment)"
+                raise RuntimeError(f"{key} = {address!r}: could not connect ({e})") from None
         else:
             ray.init(num_cpus=num_cpus, **quiet)
         started = True

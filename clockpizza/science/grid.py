@@ -57,9 +57,12 @@ def is_whole(path: Path, spec: RunSpec, t: TrainConfig) -> bool:
         stored = read_spec_run(path, cfg, spec.run_id)
         if (stored.config.get("eval_every") != t.eval_every
                 or stored.config.get("snapshots") != list(t.snapshot_steps)):
+            log.info("%s: recorded with other train.eval_every or train.snapshots; "
+                     "training it again", path)
             return False
         read_snapshots(path, param_shapes(cfg), list(t.snapshot_steps))
-    except RunError:
+    except RunError as e:  # the message names the broken file
+        log.warning("%s; training the run again", e)
         return False
     return True
 
