@@ -31,7 +31,7 @@ from clockpizza.results.selection import main_runs
 from clockpizza.science.data import encode, make_dataset
 from clockpizza.science.grid import train_and_save, train_grid
 from clockpizza.science.model import BatchedTransformer, TransformerConfig, stack
-from clockpizza.science.spec import RunSpec, group_specs, instance_specs, mlp_spec, shape_groups
+from clockpizza.science.spec import RunSpec, grid_groups, group_specs, mlp_spec, shape_groups
 from clockpizza.science.train import SplitTensors, train_group
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,7 +161,7 @@ def test_runs_of_the_default_grid_keep_their_ids(base: dict[str, Any]) -> None:
     params = Params.parse(base)
     old = {f.name for f in dataclasses.fields(RunSpec)} - {"diff_vocab", "eqn_sign", "family",
                                                            "init_per_run", "split_per_run"}
-    for _, specs in instance_specs(params):
+    for _, specs in grid_groups(params):
         for s in specs:
             blob = json.dumps({k: v for k, v in dataclasses.asdict(s).items() if k in old},
                               sort_keys=True, separators=(",", ":"))
@@ -196,7 +196,7 @@ def test_a_train_instance_holds_every_combination_in_shape_groups(base: dict[str
 def test_the_grid_lists_transformer_instances_then_the_family(base: dict[str, Any]) -> None:
     raw = edit(edit(base, "mlp_family.models", ["X", "A"]), "mlp_family.width", 64)
     raw["width"], raw["seed"] = [32], [0, 1]
-    names = [name for name, _ in instance_specs(Params.parse(raw))]
+    names = [name for name, _ in grid_groups(Params.parse(raw))]
     assert names == ["w32-s0", "w32-s1", "mlp-X-s0", "mlp-X-s1", "mlp-A-s0", "mlp-A-s1"]
     s = mlp_spec(Params.parse(raw), "X", 1)
     assert (s.attn_rate, s.d_model, s.n_layers, s.n_heads, s.family, s.init_seed) == (
@@ -266,7 +266,7 @@ def trained(base: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 def test_each_run_is_written_with_its_shape(trained: tuple[Params, Path, pd.DataFrame]) -> None:
     params, root, _ = trained
     p = params.data.p
-    for name, specs in instance_specs(params):
+    for name, specs in grid_groups(params):
         for s in specs:
             config = json.loads((root / name / s.run_id / "config.json").read_text())
             assert config["run_id"] == s.run_id and config["family"] == s.family

@@ -29,7 +29,7 @@ from clockpizza.science import machine_check
 from clockpizza.science.architectures import model_config, param_shapes
 from clockpizza.science.grid import is_whole
 from clockpizza.science.machine_check import check_example_runs, check_machine, check_memory
-from clockpizza.science.spec import RunSpec, instance_specs
+from clockpizza.science.spec import RunSpec, grid_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
@@ -165,7 +165,7 @@ def test_an_example_run_id_not_in_the_grid_is_refused(base: dict[str, Any], role
 def test_an_example_run_id_of_the_grid_is_accepted_and_one_of_another_grid_is_not(
         base: dict[str, Any]) -> None:
     small = changed(base, attn_rate=[0.0, 1.0], width=[32], seed=[3])
-    ids = [s.run_id for _, specs in instance_specs(Params.parse(small)) for s in specs]
+    ids = [s.run_id for _, specs in grid_groups(Params.parse(small)) for s in specs]
     check_example_runs(Params.parse(changed(small, render__clock_run_id=ids[1],
                                             render__pizza_run_id=ids[0])))
     msg = example_refusal(changed(small, seed=[4], render__clock_run_id=ids[1]))
@@ -174,7 +174,7 @@ def test_an_example_run_id_of_the_grid_is_accepted_and_one_of_another_grid_is_no
 
 def test_an_attention_free_run_is_no_example(base: dict[str, Any]) -> None:
     raw = changed(base, mlp_family__models=["A"])
-    mlp = [s.run_id for _, specs in instance_specs(Params.parse(raw)) for s in specs
+    mlp = [s.run_id for _, specs in grid_groups(Params.parse(raw)) for s in specs
            if s.family == "A"]
     assert "render.pizza_run_id" in example_refusal(changed(raw, render__pizza_run_id=mlp[0]))
 
@@ -336,7 +336,7 @@ def test_an_edit_outside_the_train_params_does_not_stop_it(
 def _tiny_run(base: dict[str, Any]) -> tuple[Params, RunSpec, dict[str, torch.Tensor]]:
     params = Params.parse(changed(base, attn_rate=[0.0], width=[32], seed=[0], train__steps=20,
                                   train__snapshots=[0, 20]))
-    spec = instance_specs(params)[0][1][0]
+    spec = grid_groups(params)[0][1][0]
     gen = torch.Generator().manual_seed(0)
     weights = {k: torch.randn(s, generator=gen)
                for k, s in param_shapes(model_config(spec)).items()}

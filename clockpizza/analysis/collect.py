@@ -22,7 +22,7 @@ from clockpizza.results.labels import label_tables
 from clockpizza.science.architectures import ArchConfig, load_model, model_config
 from clockpizza.science.model import BatchedTransformer, stack
 from clockpizza.science.runs import expected_runs, read_spec_run, train_mask
-from clockpizza.science.spec import RunSpec, instance_specs, shape_groups
+from clockpizza.science.spec import RunSpec, grid_groups, shape_groups
 from clockpizza.science.train import resolve_device
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def measure_tables(params: Params, runs_root: str | Path, dataset: pd.DataFrame,
                    device: torch.device | None = None) -> MetricsTables:
     """Load every run of the grid, compute its metrics and circles: the expensive part.
 
-    The grid is exactly the one in params: the transformer instances (every combination of the
+    The grid is exactly the one in params: the transformer groups (every combination of the
     transformer axes) and the attention-free models. Every missing or damaged run is reported,
     by name, before any metric is computed. Nothing here reads ``params.phase``: the runs table
     comes back without its phase columns (:data:`clockpizza.io.table.MEASURED_SCHEMA`) and the
@@ -127,8 +127,8 @@ def measure_tables(params: Params, runs_root: str | Path, dataset: pd.DataFrame,
     device = device or resolve_device(params.train.device)
     errors: list[str] = []
     groups = []
-    for name, instance in instance_specs(params):
-        for specs in shape_groups(instance):
+    for name, group in grid_groups(params):
+        for specs in shape_groups(group):
             cfg = model_config(specs[0])
             stored = []
             for spec in specs:

@@ -22,7 +22,7 @@ from clockpizza.io.store import CONFIG, HISTORY, read_snapshots
 from clockpizza.science.architectures import load_model, model_config, param_shapes
 from clockpizza.science.model import stack
 from clockpizza.science.runs import train_mask
-from clockpizza.science.spec import instance_specs, shape_groups
+from clockpizza.science.spec import grid_groups, shape_groups
 
 COLUMNS = ("run_id", "step", "train_loss", "test_loss", "train_acc", "test_acc",
            "gradient_symmetricity", "distance_irrelevance", "distance_irrelevance_correct",
@@ -43,8 +43,8 @@ def collect_dynamics(params: Params, runs_root: str | Path, dataset: pd.DataFram
     triples = gs_triples(p, params.metrics.gs_triples, params.metrics.gs_seed) \
         if params.metrics.gs_triples else None
     frames, first_full = [], []
-    for name, instance in instance_specs(params):
-        for specs in shape_groups(instance):
+    for name, group in grid_groups(params):
+        for specs in shape_groups(group):
             cfg = model_config(specs[0])
             dirs = [Path(runs_root) / name / s.run_id for s in specs]
             for spec, d in zip(specs, dirs, strict=True):

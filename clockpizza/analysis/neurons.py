@@ -61,7 +61,7 @@ from clockpizza.science.data import all_pairs, encode
 from clockpizza.science.model import BatchedTransformer, stack
 from clockpizza.science.paper import load_paper_run, paper_checkpoints
 from clockpizza.science.runs import read_spec_run
-from clockpizza.science.spec import TRANSFORMER, instance_specs
+from clockpizza.science.spec import TRANSFORMER, grid_groups
 
 VERDICTS = ("disc", "torus", "mixed", "small")
 
@@ -238,7 +238,7 @@ def collect_neurons(params: Params, runs_root: str | Path) -> NeuronTables:
     models have no first-layer MLP of this kind and are left out); a run whose weights are
     not finite (diverged) is left out too."""
     parts = []
-    for name, specs in instance_specs(params):
+    for name, specs in grid_groups(params):
         for spec in specs:
             if spec.family != TRANSFORMER or spec.attn_rate is None:
                 continue

@@ -30,7 +30,7 @@ Progress = Callable[[int], None]  # model-steps done so far
 
 
 @dataclass(frozen=True)
-class ChunkJob:
+class Chunk:
     """One unit of work (a Ray task, or one step of the local loop): a chunk of a shape group
     and the settings that train it. Plain values only, so it pickles to a Ray worker."""
 
@@ -64,7 +64,7 @@ class ChunkResult:
 class GridPlan:
     """The runs of a grid still to train, in chunks, and the whole runs that are reused."""
 
-    jobs: list[ChunkJob]
+    jobs: list[Chunk]
     reused: list[Path] = field(default_factory=list)
 
     @property
@@ -77,7 +77,7 @@ class GridPlan:
 
 
 Runner = Callable[[GridPlan, pd.DataFrame, Progress | None],
-                  Iterator[tuple["ChunkJob", "ChunkResult"]]]
+                  Iterator[tuple["Chunk", "ChunkResult"]]]
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class Backend:
     run: Runner
 
 
-def train_chunk(job: ChunkJob, dataset: pd.DataFrame, *, checkpoint: Path | None = None,
+def train_chunk(job: Chunk, dataset: pd.DataFrame, *, checkpoint: Path | None = None,
                 on_progress: Callable[[int], None] | None = None,
                 device: torch.device | None = None) -> ChunkResult:
     """Train one chunk; ``on_progress(model_steps)`` counts this chunk's model-steps."""
@@ -116,7 +116,7 @@ def train_chunk(job: ChunkJob, dataset: pd.DataFrame, *, checkpoint: Path | None
 
 def run_local(plan: GridPlan, dataset: pd.DataFrame, checkpoints: Path,
               on_progress: Callable[[int], None] | None = None
-              ) -> Iterator[tuple[ChunkJob, ChunkResult]]:
+              ) -> Iterator[tuple[Chunk, ChunkResult]]:
     """The local backend: the chunks one after another in this process, each checkpointed to
     ``checkpoints/<job name>.pt`` so an interrupted stage resumes it. Yields each trained chunk;
     the caller writes it, then the next chunk starts (so its checkpoint can go)."""

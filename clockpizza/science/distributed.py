@@ -1,6 +1,6 @@
 """The Ray backend (``train.backend: ray``): the grid's chunks as Ray tasks.
 
-Each chunk of a shape group (a :class:`~clockpizza.science.grid.ChunkJob`) is one task, placed
+Each chunk of a shape group (a :class:`~clockpizza.science.grid.Chunk`) is one task, placed
 by Ray on ``train.ray_cpus_per_task`` CPUs and ``train.ray_gpus_per_task`` GPUs (a fraction puts
 several chunks of small widths on one GPU). A task trains its chunk with the same code as the
 local backend and returns the weights, histories and snapshots through Ray's object store (no
@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from clockpizza.io.params import TrainConfig
-from clockpizza.science.chunks import Backend, ChunkJob, ChunkResult, GridPlan, train_chunk
+from clockpizza.science.chunks import Backend, Chunk, ChunkResult, GridPlan, train_chunk
 
 # A task whose worker died is run again from its start this many times, then the stage fails
 # (naming the chunk). Three is Ray's own default; a chunk that kills its worker four times
@@ -95,7 +95,7 @@ def cluster(t: TrainConfig, num_cpus: int | None = None) -> Iterator[Share]:
             ray.shutdown()
 
 
-def _task_device(job: ChunkJob, gpus: float) -> torch.device:
+def _task_device(job: Chunk, gpus: float) -> torch.device:
     # Ray hides the GPUs a task did not ask for only when it asks for some; a CPU task must not
     # pick up a GPU of its node through train.device: auto.
     if not gpus:
@@ -105,7 +105,7 @@ def _task_device(job: ChunkJob, gpus: float) -> torch.device:
     return resolve_device(job.device)
 
 
-def _train_chunk_task(job: ChunkJob, dataset: pd.DataFrame, progress: Any, index: int,
+def _train_chunk_task(job: Chunk, dataset: pd.DataFrame, progress: Any, index: int,
                       cpus: int, gpus: float) -> ChunkResult:
     """The body of one Ray task: its torch threads are its CPU allotment."""
     torch.set_num_threads(cpus)
@@ -131,7 +131,7 @@ class _Progress:
 
 def run_ray(plan: GridPlan, dataset: pd.DataFrame, t: TrainConfig,
             on_progress: Callable[[int], None] | None = None
-            ) -> Iterator[tuple[ChunkJob, ChunkResult]]:
+            ) -> Iterator[tuple[Chunk, ChunkResult]]:
     """Submit every chunk of ``plan`` as a task; yield each (job, result) as it finishes."""
     ray = require_ray()
     if not plan.jobs:

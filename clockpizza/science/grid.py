@@ -26,7 +26,7 @@ from clockpizza.science import distributed
 from clockpizza.science.architectures import model_config, param_shapes
 from clockpizza.science.chunks import (
     Backend,
-    ChunkJob,
+    Chunk,
     ChunkResult,
     GridPlan,
     Progress,
@@ -34,7 +34,7 @@ from clockpizza.science.chunks import (
     local_backend,
 )
 from clockpizza.science.runs import read_spec_run, run_config
-from clockpizza.science.spec import RunSpec, engine_note, group_specs, instance_specs, shape_groups
+from clockpizza.science.spec import RunSpec, engine_note, grid_groups, group_specs, shape_groups
 from clockpizza.science.train import plan_chunks, resolve_device
 
 CHECKPOINTS = Path(".checkpoints")
@@ -69,8 +69,8 @@ def is_whole(path: Path, spec: RunSpec, t: TrainConfig) -> bool:
 
 def grid_specs(params: Params) -> list[RunSpec]:
     """Every run of the grid in params: the transformer groups, then the attention-free
-    models (the order of ``instance_specs``, which the metrics stage reads)."""
-    return [s for _, specs in instance_specs(params) for s in specs]
+    models (the order of ``grid_groups``, which the metrics stage reads)."""
+    return [s for _, specs in grid_groups(params) for s in specs]
 
 
 def split_reused(params: Params, runs_root: str | Path, specs: Sequence[RunSpec] | None = None,
@@ -91,7 +91,7 @@ def split_reused(params: Params, runs_root: str | Path, specs: Sequence[RunSpec]
 def plan_grid(params: Params, dataset: pd.DataFrame, todo: Sequence[RunSpec],
               reused: Sequence[Path] = (), *, memory_share: float = 1.0,
               device: torch.device | None = None) -> GridPlan:
-    """Split the runs ``todo`` into chunk jobs.
+    """Split the runs ``todo`` into chunks.
 
     A shape group (one combination of the non-α axes) is cut into chunks that fit
     ``memory_share`` of half the free memory of ``device`` (default: ``train.device`` here);
@@ -105,7 +105,7 @@ def plan_grid(params: Params, dataset: pd.DataFrame, todo: Sequence[RunSpec],
         cfg = model_config(group[0])
         for chunk in plan_chunks(len(group), cfg, n_train, device, t.max_models, memory_share):
             part = tuple(group[i] for i in chunk)
-            jobs.append(ChunkJob(
+            jobs.append(Chunk(
                 specs=part, name=f"{part[0].group}-{chunk_id(list(part))}", p=params.data.p,
                 train_frac=params.data.train_frac, eval_every=t.eval_every,
                 snapshot_at=t.snapshot_steps, device=t.device,
@@ -120,7 +120,7 @@ def _n_train(params: Params, dataset: pd.DataFrame) -> int:
     return int(dataset["is_train"].sum())
 
 
-def write_chunk(job: ChunkJob, result: ChunkResult, runs_root: str | Path) -> list[Path]:
+def write_chunk(job: Chunk, result: ChunkResult, runs_root: str | Path) -> list[Path]:
     """Write every run of a trained chunk, each directory atomically (the driver's job)."""
     cfg = model_config(job.specs[0])
     timing = {"chunk": job.name.rsplit("-", 1)[-1], "n_models": len(job.specs),

@@ -17,7 +17,7 @@ from clockpizza.io.params import Params
 from clockpizza.io.store import CONFIG, RunError, StoredRun, read_run, versions
 from clockpizza.science.architectures import ArchConfig, derived_sizes, model_config, param_shapes
 from clockpizza.science.data import make_dataset
-from clockpizza.science.spec import RunSpec, instance_specs
+from clockpizza.science.spec import RunSpec, grid_groups
 
 
 def run_config(spec: RunSpec, cfg: ArchConfig, *, width: int, seed: int,
@@ -65,4 +65,4 @@ def train_mask(spec: RunSpec, dataset: pd.DataFrame, train_frac: float) -> torch
 def expected_runs(params: Params, runs_root: str | Path) -> list[tuple[str, list[Path]]]:
     """(group, run directories) of exactly the grid in params, never a directory glob."""
     return [(name, [Path(runs_root) / name / spec.run_id for spec in specs])
-            for name, specs in instance_specs(params)]
+            for name, specs in grid_groups(params)]

@@ -117,7 +117,7 @@ class RunSpec:
 
     @property
     def group(self) -> str:
-        """The directory under runs/ (and DVC stage instance) that trains this run."""
+        """The directory under runs/ of the group that trains this run."""
         if self.family == TRANSFORMER:
             return group_name(self.d_model, self.init_seed)
         return mlp_group_name(self.family, self.init_seed)
@@ -150,7 +150,7 @@ def _derived_seed(run_id: str, purpose: str) -> int:
 
 
 def group_name(width: int, seed: int) -> str:
-    """Directory (and DVC matrix instance) of one (width, seed) group under runs/."""
+    """Directory of one (width, seed) group under runs/."""
     return f"w{width}-s{seed}"
 
 
@@ -168,7 +168,7 @@ def _training(params: Params) -> dict[str, Any]:
 
 
 def group_specs(params: Params, width: int, seed: int) -> list[RunSpec]:
-    """The transformer runs of one (width, seed) instance, in params order.
+    """The transformer runs of one (width, seed) group, in params order.
 
     Every combination of the transformer axes (n_layers × act × diff_vocab × eqn_sign) times
     every attention rate; :func:`shape_groups` splits them into batches of one shape.
@@ -195,8 +195,8 @@ def mlp_spec(params: Params, model: str, seed: int) -> RunSpec:
                    **(_training(params) | {"init_per_run": False, "split_per_run": False}))
 
 
-def instance_specs(params: Params) -> list[tuple[str, list[RunSpec]]]:
-    """Every run of the grid in params, by training instance (group directory), in params order:
+def grid_groups(params: Params) -> list[tuple[str, list[RunSpec]]]:
+    """Every run of the grid in params, by group (its directory under runs/), in params order:
     the (width, seed) transformer groups, then the attention-free models."""
     out = [(group_name(w, s), group_specs(params, w, s)) for w in params.width
            for s in params.seed]
