@@ -25,7 +25,7 @@ from test_pipeline import copy_repo, run, set_params
 
 from clockpizza.analysis.collect import collect_tables
 from clockpizza.analysis.metrics import gradient_symmetricity, gs_triples
-from clockpizza.io.params import PRESET_TARGETS, Params, ParamsError, load_params
+from clockpizza.io.params import PRESET_TARGETS, Params, ParamsError, load_params, parse_params
 from clockpizza.io.table import RUNS_SCHEMA, read_runs_table, write_runs_table
 from clockpizza.results.selection import main_runs
 from clockpizza.science.data import encode, make_dataset
@@ -58,7 +58,7 @@ def edit(raw: dict[str, Any], key: str, value: object = ...) -> dict[str, Any]:
 
 def refused(raw: object, *fragments: str) -> None:
     with pytest.raises(ParamsError) as info:
-        Params.parse(raw)
+        parse_params(raw)
     for f in fragments:
         assert f in str(info.value), f"{f!r} not in {str(info.value)!r}"
 
@@ -81,7 +81,7 @@ def refused(raw: object, *fragments: str) -> None:
 ])
 def test_new_keys_accept_a_value_or_a_list(base: dict[str, Any], key: str, value: object,
                                            want: object) -> None:
-    params = Params.parse(edit(base, key, value))
+    params = parse_params(edit(base, key, value))
     section, leaf = key.split(".")
     assert getattr(getattr(params, section), leaf) == want
 
@@ -158,7 +158,7 @@ def test_preset_script_copies_exactly_the_preset_keys() -> None:
 def test_runs_of_the_default_grid_keep_their_ids(base: dict[str, Any]) -> None:
     # The id of a run that uses none of the new settings is the hash of the settings that existed
     # before them, so results trained before this change keep their ids (and their cache).
-    params = Params.parse(base)
+    params = parse_params(base)
     old = {f.name for f in dataclasses.fields(RunSpec)} - {"diff_vocab", "eqn_sign", "family",
                                                            "init_per_run", "split_per_run"}
     for _, specs in grid_groups(params):
@@ -182,7 +182,7 @@ def test_a_train_instance_holds_every_combination_in_shape_groups(base: dict[str
     raw = edit(edit(edit(edit(base, "model.n_layers", [1, 2]), "model.act", ["relu", "gelu"]),
                     "data.diff_vocab", [False, True]), "data.eqn_sign", [False, True])
     raw["attn_rate"] = [0.0, 0.5, 1.0]
-    params = Params.parse(raw)
+    params = parse_params(raw)
     specs = group_specs(params, 32, 0)
     assert len(specs) == 2 * 2 * 2 * 2 * 3 and len({s.run_id for s in specs}) == len(specs)
     groups = shape_groups(specs)
@@ -196,9 +196,9 @@ def test_a_train_instance_holds_every_combination_in_shape_groups(base: dict[str
 def test_the_grid_lists_transformer_instances_then_the_family(base: dict[str, Any]) -> None:
     raw = edit(edit(base, "mlp_family.models", ["X", "A"]), "mlp_family.width", 64)
     raw["width"], raw["seed"] = [32], [0, 1]
-    names = [name for name, _ in grid_groups(Params.parse(raw))]
+    names = [name for name, _ in grid_groups(parse_params(raw))]
     assert names == ["w32-s0", "w32-s1", "mlp-X-s0", "mlp-X-s1", "mlp-A-s0", "mlp-A-s1"]
-    s = mlp_spec(Params.parse(raw), "X", 1)
+    s = mlp_spec(parse_params(raw), "X", 1)
     assert (s.attn_rate, s.d_model, s.n_layers, s.n_heads, s.family, s.init_seed) == (
         None, 64, 0, 0, "X", 1)
     assert s.group == "mlp-X-s1"
@@ -243,7 +243,7 @@ def tiny(base: dict[str, Any], **changes: object) -> Params:
     raw["mlp_family"] = {"models": ["A", "B", "C", "D", "X"], "width": 8}
     for key, value in changes.items():
         raw = edit(raw, key, value)
-    return Params.parse(raw)
+    return parse_params(raw)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from clockpizza.io import cli
-from clockpizza.io.params import Params, ParamsError
+from clockpizza.io.params import Params, ParamsError, parse_params
 from clockpizza.io.store import WEIGHTS, write_run
 from clockpizza.science import machine_check
 from clockpizza.science.architectures import model_config, param_shapes
@@ -54,7 +54,7 @@ def changed(raw: dict[str, Any], **changes: object) -> dict[str, Any]:
 
 def refusal(raw: object) -> str:
     with pytest.raises(ParamsError) as info:
-        Params.parse(raw)
+        parse_params(raw)
     return str(info.value)
 
 
@@ -127,7 +127,7 @@ def test_integers_beyond_64_bits_are_refused_by_key(base: dict[str, Any], key: s
 
 
 def test_the_largest_seed_accepted_is_one_torch_and_the_tables_take(base: dict[str, Any]) -> None:
-    params = Params.parse(changed(base, seed=[2**63 - 1]))
+    params = parse_params(changed(base, seed=[2**63 - 1]))
     torch.Generator().manual_seed(params.seed[0])
     pa.array([params.seed[0]], pa.int64())  # the runs table's seed column
     with pytest.raises((RuntimeError, ValueError)):
@@ -146,13 +146,13 @@ def test_a_snapshot_beyond_the_last_step_is_refused(base: dict[str, Any], snapsh
 
 
 def test_a_snapshot_at_the_last_step_is_kept(base: dict[str, Any]) -> None:
-    params = Params.parse(changed(base, train__snapshots=[0, 20], train__steps=20))
+    params = parse_params(changed(base, train__snapshots=[0, 20], train__steps=20))
     assert params.train.snapshot_steps == (0, 20)
 
 
 def example_refusal(raw: dict[str, Any]) -> str:
     with pytest.raises(ParamsError) as info:
-        check_example_runs(Params.parse(raw))
+        check_example_runs(parse_params(raw))
     return str(info.value)
 
 
@@ -165,8 +165,8 @@ def test_an_example_run_id_not_in_the_grid_is_refused(base: dict[str, Any], role
 def test_an_example_run_id_of_the_grid_is_accepted_and_one_of_another_grid_is_not(
         base: dict[str, Any]) -> None:
     small = changed(base, attn_rate=[0.0, 1.0], width=[32], seed=[3])
-    ids = [s.run_id for _, specs in grid_groups(Params.parse(small)) for s in specs]
-    check_example_runs(Params.parse(changed(small, render__clock_run_id=ids[1],
+    ids = [s.run_id for _, specs in grid_groups(parse_params(small)) for s in specs]
+    check_example_runs(parse_params(changed(small, render__clock_run_id=ids[1],
                                             render__pizza_run_id=ids[0])))
     msg = example_refusal(changed(small, seed=[4], render__clock_run_id=ids[1]))
     assert "render.clock_run_id" in msg, msg
@@ -174,7 +174,7 @@ def test_an_example_run_id_of_the_grid_is_accepted_and_one_of_another_grid_is_no
 
 def test_an_attention_free_run_is_no_example(base: dict[str, Any]) -> None:
     raw = changed(base, mlp_family__models=["A"])
-    mlp = [s.run_id for _, specs in grid_groups(Params.parse(raw)) for s in specs
+    mlp = [s.run_id for _, specs in grid_groups(parse_params(raw)) for s in specs
            if s.family == "A"]
     assert "render.pizza_run_id" in example_refusal(changed(raw, render__pizza_run_id=mlp[0]))
 
@@ -184,7 +184,7 @@ def test_more_gs_triples_than_p_cubed_are_refused(base: dict[str, Any], p: int,
                                                  triples: int) -> None:
     msg = refusal(changed(base, data__p=p, metrics__gs_triples=triples))
     assert msg.startswith(f"metrics.gs_triples = {triples}") and str(p**3) in msg, msg
-    Params.parse(changed(base, data__p=p, metrics__gs_triples=p**3))  # all of them: fine
+    parse_params(changed(base, data__p=p, metrics__gs_triples=p**3))  # all of them: fine
 
 
 # ------------------------------------------------------------------------------------------
@@ -194,8 +194,8 @@ def test_more_gs_triples_than_p_cubed_are_refused(base: dict[str, Any], p: int,
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 def test_cuda_without_a_cuda_device_is_refused(base: dict[str, Any]) -> None:
     with pytest.raises(ParamsError, match=r"^train\.device = 'cuda': .*allowed here: auto or cpu"):
-        check_machine(Params.parse(changed(base, train__device="cuda")))
-    check_machine(Params.parse(changed(base, train__device="auto")))
+        check_machine(parse_params(changed(base, train__device="cuda")))
+    check_machine(parse_params(changed(base, train__device="auto")))
 
 
 def test_ray_that_is_not_installed_is_refused(base: dict[str, Any],
@@ -204,7 +204,7 @@ def test_ray_that_is_not_installed_is_refused(base: dict[str, Any],
     monkeypatch.setattr(machine_check.importlib.util, "find_spec",
                         lambda name, *a: None if name == "ray" else real(name, *a))
     with pytest.raises(ParamsError, match=r"^train\.backend = 'ray': Ray is not installed"):
-        check_machine(Params.parse(changed(base, train__backend="ray")))
+        check_machine(parse_params(changed(base, train__backend="ray")))
 
 
 def _closed_port() -> int:
@@ -222,7 +222,7 @@ def test_a_ray_address_where_nothing_listens_is_refused_quickly(
     address = form.format(port=_closed_port())
     start = time.monotonic()
     with pytest.raises(ParamsError) as info:
-        check_machine(Params.parse(changed(base, train__backend="ray",
+        check_machine(parse_params(changed(base, train__backend="ray",
                                            train__ray_address=address)))
     assert time.monotonic() - start < 10  # Ray itself waits 30 s, then a traceback
     assert str(info.value).startswith(f"train.ray_address = {address!r}: nothing answers"), \
@@ -234,7 +234,7 @@ def test_a_ray_address_from_the_environment_is_named_as_such(
     pytest.importorskip("ray")
     monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{_closed_port()}")
     with pytest.raises(ParamsError, match=r"^RAY_ADDRESS \(environment\)"):
-        check_machine(Params.parse(changed(base, train__backend="ray")))
+        check_machine(parse_params(changed(base, train__backend="ray")))
 
 
 def test_a_ray_address_where_a_cluster_listens_passes(base: dict[str, Any],
@@ -245,14 +245,14 @@ def test_a_ray_address_where_a_cluster_listens_passes(base: dict[str, Any],
         server.bind(("127.0.0.1", 0))
         server.listen()
         port = server.getsockname()[1]
-        check_machine(Params.parse(changed(base, train__backend="ray",
+        check_machine(parse_params(changed(base, train__backend="ray",
                                            train__ray_address=f"ray://127.0.0.1:{port}")))
 
 
 @pytest.mark.parametrize("p", [1009, 2003])
 def test_a_model_too_big_for_the_memory_is_refused_with_the_estimate(
         base: dict[str, Any], p: int) -> None:
-    params = Params.parse(changed(base, data__p=p))
+    params = parse_params(changed(base, data__p=p))
     with pytest.raises(ParamsError) as info:
         check_memory(params, free=int(45 * GIB))  # the 22.5 GiB the trainer may plan with
     msg = str(info.value)
@@ -263,7 +263,7 @@ def test_a_model_too_big_for_the_memory_is_refused_with_the_estimate(
 
 
 def test_the_default_grid_fits_a_laptop(base: dict[str, Any]) -> None:
-    check_memory(Params.parse(base), free=4 * GIB)
+    check_memory(parse_params(base), free=4 * GIB)
 
 
 def test_the_check_stage_refuses_before_writing_its_stamp(tmp_path: Path,
@@ -334,7 +334,7 @@ def test_an_edit_outside_the_train_params_does_not_stop_it(
 
 
 def _tiny_run(base: dict[str, Any]) -> tuple[Params, RunSpec, dict[str, torch.Tensor]]:
-    params = Params.parse(changed(base, attn_rate=[0.0], width=[32], seed=[0], train__steps=20,
+    params = parse_params(changed(base, attn_rate=[0.0], width=[32], seed=[0], train__steps=20,
                                   train__snapshots=[0, 20]))
     spec = grid_groups(params)[0][1][0]
     gen = torch.Generator().manual_seed(0)

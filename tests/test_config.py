@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from clockpizza.io.params import Params, ParamsError, load_params
+from clockpizza.io.params import ParamsError, load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("data", "model", "train", "metrics", "phase", "render", "boundary", "circles")
@@ -46,7 +46,7 @@ def without(raw: dict[str, Any], key: str) -> dict[str, Any]:
 
 def refused(raw: object, *fragments: str) -> str:
     with pytest.raises(ParamsError) as info:
-        Params.parse(raw)
+        parse_params(raw)
     msg = str(info.value)
     for f in fragments:
         assert f in msg, f"{f!r} not in {msg!r}"
@@ -66,7 +66,7 @@ def test_the_real_params_file_is_accepted(base: dict[str, Any]) -> None:
 @pytest.mark.parametrize(("value", "want"), [(0.5, (0.5,)), (0, (0.0,)), (1, (1.0,))])
 def test_a_scalar_attention_rate_is_a_one_element_grid(base: dict[str, Any], value: float,
                                                         want: tuple[float, ...]) -> None:
-    assert Params.parse(with_value(base, "attn_rate", value)).attn_rate == want
+    assert parse_params(with_value(base, "attn_rate", value)).attn_rate == want
 
 
 @pytest.mark.parametrize("value", [1.5, -0.1, float("nan"), float("inf"), True, "0.5",
@@ -87,7 +87,7 @@ def test_width_not_a_positive_multiple_of_heads(base: dict[str, Any], width: lis
 def test_width_follows_n_heads(base: dict[str, Any]) -> None:
     raw = with_value(with_value(base, "model.n_heads", 3), "width", [24, 32])
     refused(raw, "width[1]", "model.n_heads = 3")
-    assert Params.parse(with_value(raw, "width", [24, 48])).width == (24, 48)
+    assert parse_params(with_value(raw, "width", [24, 48])).width == (24, 48)
 
 
 @pytest.mark.parametrize("key", ["attn_rate", "width", "seed"])
@@ -160,8 +160,8 @@ def test_other_bad_values(base: dict[str, Any], key: str, value: object, allowed
 
 def test_example_run_ids_may_be_given(base: dict[str, Any]) -> None:
     raw = with_value(base, "render.clock_run_id", "0123456789ab")
-    assert Params.parse(raw).render.clock_run_id == "0123456789ab"
-    assert Params.parse(raw).render.pizza_run_id is None
+    assert parse_params(raw).render.clock_run_id == "0123456789ab"
+    assert parse_params(raw).render.pizza_run_id is None
 
 
 @pytest.mark.parametrize(("key", "a_real_key"), [

@@ -146,7 +146,9 @@ def test_snapshot_steps_of_the_params() -> None:
     p = dataclasses.replace(p, train=dataclasses.replace(p.train, steps=2000))
     assert p.train.snapshot_steps == (0, 100, 200, 300, 500, 1000, 2000)
     assert tiny("none").train.snapshot_steps == ()
-    assert tiny((500, 0, 20)).train.snapshot_steps == (0, 20)  # beyond the last step: dropped
+    assert tiny((20, 0)).train.snapshot_steps == (0, 20)
+    with pytest.raises(ValueError, match=r"train.snapshots\[0\] = 500: beyond train.steps"):
+        tiny((500, 0, 20))  # beyond the last step: refused, never dropped silently
 
 
 def test_the_figure_and_the_report_show_the_dynamics(trained) -> None:

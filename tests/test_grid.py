@@ -19,7 +19,7 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from clockpizza.io.params import Params
+from clockpizza.io.params import Params, parse_params
 from clockpizza.science.data import make_dataset
 from clockpizza.science.grid import grid_specs, run_dir, train_grid
 
@@ -39,7 +39,7 @@ def params(**changes: Any) -> Params:
         for k in parents:
             node = node[k]
         node[leaf] = copy.deepcopy(value)
-    return Params.parse(raw)
+    return parse_params(raw)
 
 
 @pytest.fixture(scope="module")

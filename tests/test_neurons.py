@@ -33,7 +33,7 @@ from clockpizza.figures.report_neurons import (
     load_neuron_inputs,
     neurons_context,
 )
-from clockpizza.io.params import NeuronsConfig, Params, ParamsError
+from clockpizza.io.params import NeuronsConfig, ParamsError, parse_params
 from clockpizza.io.table import NEURON_TABLES, write_table
 from clockpizza.results.boundary import fit_main
 from clockpizza.results.neuron_stats import run_mmd
@@ -207,7 +207,7 @@ def test_params_refuse_crossed_thresholds() -> None:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["neurons"]["torus_max_resultant"] = raw["neurons"]["disc_min_resultant"]
     with pytest.raises(ParamsError, match=r"neurons\.torus_max_resultant"):
-        Params.parse(raw)
+        parse_params(raw)
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from clockpizza.figures.paper_scale import (
     paper_scale_figures,
 )
 from clockpizza.figures.report import build_report
-from clockpizza.io.params import Params
+from clockpizza.io.params import parse_params
 from clockpizza.io.table import DYNAMICS_SCHEMA, write_json, write_runs_table, write_table
 from clockpizza.results.boundary import fit_main
 from clockpizza.results.paper_compare import read_published_runs
@@ -31,7 +31,7 @@ from clockpizza.results.shipped import (
 from clockpizza.tools import paper_scale
 
 ROOT = Path(__file__).resolve().parents[1]
-PARAMS = Params.parse(yaml.safe_load((ROOT / "params.yaml").read_text()))
+PARAMS = parse_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
 PUBLISHED = read_published_runs(ROOT / "paper/published_runs_fixed_width.csv")
 TENTHS = [i / 10 for i in range(11)]  # the paper_cpu presets' attention rates
 

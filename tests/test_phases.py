@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from clockpizza.io.params import Params, PhaseConfig
+from clockpizza.io.params import PhaseConfig, parse_params
 from clockpizza.results.phases import classify
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +64,6 @@ def test_a_majority_of_one_lets_only_unanimous_circles_override() -> None:
 
 def test_the_rule_reads_its_thresholds_from_params() -> None:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    phase = Params.parse(raw).phase
+    phase = parse_params(raw).phase
     assert phase.circle_majority == raw["phase"]["circle_majority"]
     assert 0.5 < phase.circle_majority <= 1.0

@@ -16,7 +16,7 @@ from fake_runs import is_main, make_runs, planted_alpha_star
 from test_example_plots import tables as example_tables
 
 from clockpizza.figures.report import FIGURES, PRODUCE, build_report, load_timing
-from clockpizza.io.params import Params
+from clockpizza.io.params import parse_params
 from clockpizza.io.table import (
     CIRCLES_SCHEMA,
     EXAMPLE_TABLES,
@@ -269,4 +269,4 @@ def test_every_command_the_report_suggests_sets_existing_params_keys() -> None:
                 node = node[part]
             assert last in node, f"{stem}: {key} is not a key of params.yaml"
             node[last] = yaml.safe_load(value)
-        Params.parse(raw)  # raises ParamsError naming the key if the value is refused
+        parse_params(raw)  # raises ParamsError naming the key if the value is refused

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from clockpizza.analysis.collect import collect_tables
-from clockpizza.io.params import Params
+from clockpizza.io.params import Params, parse_params
 from clockpizza.io.store import RunError, write_run
 from clockpizza.science.data import make_dataset
 from clockpizza.science.grid import train_and_save
@@ -31,7 +31,7 @@ def small_params(**grid: object) -> Params:
     raw["data"]["p"] = 7
     raw["train"]["device"] = "cpu"
     raw["train"]["steps"] = 3
-    return Params.parse(raw)
+    return parse_params(raw)
 
 
 def spec(**changes: object) -> RunSpec:

@@ -50,7 +50,7 @@ import yaml
 from tqdm import tqdm
 
 from clockpizza.analysis.collect import collect_tables
-from clockpizza.io.params import PRESET_TARGETS, Params, ParamsError
+from clockpizza.io.params import PRESET_TARGETS, Params, ParamsError, parse_params
 from clockpizza.io.table import (
     CIRCLES_SCHEMA,
     DYNAMICS_SCHEMA,
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ParamsError(f"{kept}: made with other params than --preset {args.preset} "
                               f"{' '.join('--set ' + s for s in args.set)} gives now; its "
                               "tables would mix two grids. Use another --out, or delete it")
-        params = Params.parse(chosen)
+        params = parse_params(chosen)
         bad = sorted(set(args.widths or ()) - set(params.width))
         if bad:
             raise ParamsError(f"--widths {bad}: not widths of the preset; allowed: "

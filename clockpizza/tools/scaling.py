@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from clockpizza.io.params import Params
+from clockpizza.io.params import Params, parse_params
 from clockpizza.science import distributed
 from clockpizza.science.data import make_dataset
 from clockpizza.science.grid import plan_grid
@@ -34,7 +34,7 @@ def _params(width: int, models: int, chunks: int, steps: int) -> Params:
     raw["train"] |= {"steps": steps, "eval_every": steps, "device": "cpu", "snapshots": "none",
                      "backend": "ray", "ray_cpus_per_task": 1, "ray_gpus_per_task": 0,
                      "max_models": models}
-    return Params.parse(raw)
+    return parse_params(raw)
 
 
 def measure(n_workers: int, width: int, chunks: int, models: int, steps: int) -> dict:
