@@ -177,3 +177,18 @@ def test_measure_only_writes_the_finished_widths_and_keeps_the_training_record(
     assert "finished" in (out / "README.md").read_text().splitlines()[0]
     assert paper_scale.main([*base, "--measure-only"]) == 0
     assert "--measure-only" not in json.loads((out / "meta.json").read_text())["command"]
+
+
+def test_the_section_renders_without_width_128(results: Path) -> None:
+    # widths 32 and 64 shipped, 128 not yet: no tenths table, the rest drawn
+    (results / "w128" / "runs.parquet").unlink()
+    for f in ("dynamics.parquet", "provenance.parquet", "meta.json"):
+        (results / "w128" / f).unlink()
+    shipped = [read_shipped(f, PARAMS.phase) for f in shipped_folders(results)]
+    runs = combined_runs(shipped)
+    summary = paper_scale_summary(shipped, runs, fit_main(runs, n_boot=0), PUBLISHED,
+                                  PARAMS.phase)
+    ctx = paper_scale_context(runs, json.loads(json.dumps(summary)), {}, PUBLISHED)
+    report = build_report(make_runs(), {}, 128, paper_scale=ctx)
+    assert "## Paper scale" in report and "tenths match" not in report
+    assert "| `results/narrow` | 44 |" in report

@@ -68,7 +68,9 @@ def paper_scale_context(runs: pd.DataFrame, summary: Mapping[str, Any],
     (metrics/paper_scale.json), ``figures`` the stems drawn -> paths."""
     main = main_runs(runs)
     ctx: dict[str, Any] = {"n": len(main), "command": PS_COMMAND,
-                           "sources": [_source_row(s) for s in summary.get("sources", [])]}
+                           "sources": [_source_row(s) for s in summary.get("sources", [])],
+                           "fig1": None, "fig2": None, "tenths": None, "medians": None,
+                           "boundary": None, "pizza_di": None}
     if main.empty:
         return ctx
     widths = sorted(int(w) for w in main["width"].unique())
