@@ -53,7 +53,8 @@ def _source_row(s: Mapping[str, Any]) -> dict[str, Any]:
         "protocol": "own weights and split per run" if s["own_weights_and_split"]
         else "shared start",
         "machine": "; ".join(s["devices"]) + " (" + "; ".join(s["cpus"]) + ", "
-                   + "/".join(map(str, s["threads"])) + " threads)",
+                   + "/".join(map(str, s["threads"]))
+                   + (" thread)" if s["threads"] == [1] else " threads)"),
         "engine": "/".join(s["engines"]) + ", " + "/".join(s["precisions"]),
         "hours": s["train_hours"], "commits": ", ".join(c[:10] + ("+dirty" if "dirty" in c else "")
                                                         for c in s["commits"]),
