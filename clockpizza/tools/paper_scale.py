@@ -112,6 +112,19 @@ def preset_params(raw: dict[str, Any], preset: str, overrides: list[str],
     return out
 
 
+# Sections of params.yaml that neither training nor the tables read: a section added to
+# params.yaml after a folder was started must not stop it from resuming.
+UNREAD_SECTIONS = ("neurons",)
+
+
+def same_grid(kept: dict[str, Any], chosen: dict[str, Any]) -> bool:
+    """Whether a folder's recorded params and the params chosen now make the same runs and
+    tables (equal, but for :data:`UNREAD_SECTIONS`)."""
+    def read(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in d.items() if k not in UNREAD_SECTIONS}
+    return read(kept) == read(chosen)
+
+
 def git_commit(root: Path = Path()) -> str:
     """The checkout's commit, ``+dirty`` when tracked files differ from it. Outside a git
     checkout (a copied tree on a GPU machine) the ``CLOCKPIZZA_COMMIT`` environment variable
@@ -195,8 +208,9 @@ def measure(params: Params, widths: list[int], runs_root: Path, dataset: pd.Data
 
 
 def run(params: Params, out: Path, runs_root: Path, *, command: str,
-        widths: list[int] | None = None, train_only: bool = False, measure_only: bool = False,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+        widths: list[int] | None = None, seeds: list[int] | None = None,
+        attn_rates: list[float] | None = None, train_only: bool = False,
+        measure_only: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train ``params``' grid width by width (``widths``: only these); after each, measure and
     write the tables, unless ``train_only`` (a second process sharing the work: its runs are
     reused, with their provenance, by the one that writes the tables). ``measure_only``: train
@@ -216,20 +230,22 @@ def run(params: Params, out: Path, runs_root: Path, *, command: str,
     meta.setdefault("widths_done", [])
     meta.setdefault("wall_s", {})
     mine = [w for w in params.width if widths is None or w in widths]
-    n_models = len(params.attn_rate) * len(mine) * len(params.seed)
+    my_seeds = [s for s in params.seed if seeds is None or s in seeds]
+    my_rates = [a for a in params.attn_rate if attn_rates is None or a in attn_rates]
+    n_models = len(my_rates) * len(mine) * len(my_seeds)
     with tqdm(total=n_models * params.train.steps, unit="model-step", unit_scale=True,
               desc=f"train {n_models} models on {describe_device(device)}") as bar:
         for width in mine:
             t0 = time.perf_counter()
             trained: list[Path] = []
             missing = 0
-            for seed in params.seed:
+            for seed in my_seeds:
                 base = bar.n
 
                 def progress(model_steps: int, base: int = base) -> None:
                     bar.update(base + model_steps - bar.n)
 
-                specs = group_specs(params, width, seed)
+                specs = [s for s in group_specs(params, width, seed) if s.attn_rate in my_rates]
                 if measure_only:
                     missing += len(split_reused(params, runs_root, specs)[0])
                     continue
@@ -296,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-only", action="store_true",
                     help="write no tables: a second process sharing the work (same --out and "
                          "--runs); the process that writes the tables reuses its runs")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None,
+                    help="with --train-only: train only these seeds of the preset")
+    ap.add_argument("--attn-rates", type=float, nargs="+", default=None,
+                    help="with --train-only: train only these attention rates of the preset "
+                         "(two processes can share one width and seed this way)")
     ap.add_argument("--measure-only", action="store_true",
                     help="train nothing: the tables of the widths already trained")
     args = ap.parse_args(argv)
@@ -306,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         chosen = preset_params(raw, args.preset, args.set, args.dry_run)
         text = yaml.safe_dump(chosen, sort_keys=False)
         kept = args.out / "params.yaml"
-        if kept.exists() and yaml.safe_load(kept.read_text()) != chosen:
+        if kept.exists() and not same_grid(yaml.safe_load(kept.read_text()), chosen):
             raise ParamsError(f"{kept}: made with other params than --preset {args.preset} "
                               f"{' '.join('--set ' + s for s in args.set)} gives now; its "
                               "tables would mix two grids. Use another --out, or delete it")
@@ -317,9 +338,21 @@ def main(argv: list[str] | None = None) -> int:
                               f"{list(params.width)}")
         if args.train_only and args.measure_only:
             raise ParamsError("--train-only and --measure-only: one or the other")
+        bad = sorted(set(args.seeds or ()) - set(params.seed))
+        if bad:
+            raise ParamsError(f"--seeds {bad}: not seeds of the preset; allowed: "
+                              f"{list(params.seed)}")
+        bad = sorted(a for a in args.attn_rates or () if a not in params.attn_rate)
+        if bad:
+            raise ParamsError(f"--attn-rates {bad}: not attention rates of the preset; "
+                              f"allowed: {list(params.attn_rate)}")
+        if (args.seeds or args.attn_rates) and not args.train_only:
+            raise ParamsError("--seeds and --attn-rates train part of a width, so they need "
+                              "--train-only; run --measure-only once every part is trained")
         if not args.train_only:  # the folder's record is the table writer's alone
             args.out.mkdir(parents=True, exist_ok=True)
-            write_text(kept, text)
+            if not kept.exists():  # the record of what ran first stays as it was written
+                write_text(kept, text)
             if not args.measure_only or not (args.out / "command.txt").exists():
                 write_text(args.out / "command.txt", command + "\n")
     except (OSError, ParamsError) as e:
@@ -328,8 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     runs_root = args.runs or args.out / "runs"
     if args.runs is None and not args.train_only:
         write_text(args.out / ".gitignore", "/runs/\n")
-    run(params, args.out, runs_root, command=command, widths=args.widths,
-        train_only=args.train_only, measure_only=args.measure_only)
+    run(params, args.out, runs_root, command=command, widths=args.widths, seeds=args.seeds,
+        attn_rates=args.attn_rates, train_only=args.train_only, measure_only=args.measure_only)
     return 0
 
 
