@@ -192,3 +192,54 @@ def test_the_section_renders_without_width_128(results: Path) -> None:
     report = build_report(make_runs(), {}, 128, paper_scale=ctx)
     assert "## Paper scale" in report and "tenths match" not in report
     assert "| `results/narrow` | 44 |" in report
+
+
+def test_two_processes_split_one_group_by_attention_rate_and_by_seed(tmp_path: Path) -> None:
+    # the dry run has one seed, so its (width, seed) groups can only be shared by α
+    out, runs = tmp_path / "out", tmp_path / "weights"
+    base = ["--preset", "paper_cpu_narrow", "--out", str(out), "--runs", str(runs),
+            "--dry-run", "--params", str(ROOT / "params.yaml")]
+    assert paper_scale.main([*base, "--attn-rates", "0.0", "--train-only"]) == 0
+    assert paper_scale.main([*base, "--measure-only"]) == 0  # the other rates still missing
+    assert not (out / "runs.parquet").exists()
+    assert paper_scale.main([*base, "--attn-rates", "0.5", "1.0", "--seeds", "0",
+                             "--train-only"]) == 0
+    assert paper_scale.main([*base, "--measure-only"]) == 0  # now every run is whole
+    table = pd.read_parquet(out / "runs.parquet")
+    assert sorted(table["width"].unique()) == [8, 16]
+    assert sorted(table["attn_rate"].unique()) == [0.0, 0.5, 1.0]
+    by = pd.read_parquet(out / "provenance.parquet").set_index("attn_rate")["trained_by"]
+    assert by.loc[0.0].str.contains("--attn-rates 0.0 ").all()
+    assert not by.loc[[0.5, 1.0]].str.contains("--attn-rates 0.0 ").any()
+
+
+def test_a_partial_share_is_refused_by_name_before_any_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    base = ["--preset", "paper_cpu_narrow", "--out", str(out), "--dry-run",
+            "--params", str(ROOT / "params.yaml")]
+    assert paper_scale.main([*base, "--attn-rates", "0.55", "--train-only"]) == 2
+    assert "--attn-rates [0.55]: not attention rates of the preset; allowed: [0.0, 0.5, 1.0]" \
+        in capsys.readouterr().err
+    assert paper_scale.main([*base, "--seeds", "7", "--train-only"]) == 2
+    assert "--seeds [7]: not seeds of the preset; allowed: [0]" in capsys.readouterr().err
+    assert paper_scale.main([*base, "--seeds", "0"]) == 2  # a table writer must see whole widths
+    assert "need --train-only" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_folder_resumes_after_params_yaml_gains_a_section_training_never_reads(
+        tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    base = ["--preset", "paper_cpu_narrow", "--out", str(out), "--dry-run"]
+    assert paper_scale.main([*base, "--params", str(ROOT / "params.yaml")]) == 0
+    recorded = (out / "params.yaml").read_text()
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["neurons"]["min_r2"] = 0.5  # read by the neurons stage only
+    edited = tmp_path / "params.yaml"
+    edited.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert paper_scale.main([*base, "--params", str(edited)]) == 0
+    assert (out / "params.yaml").read_text() == recorded  # the record of what ran is kept
+    raw["train"]["lr"] = 0.002  # but a change training reads still refuses
+    edited.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert paper_scale.main([*base, "--params", str(edited)]) == 2
