@@ -243,3 +243,32 @@ def test_a_folder_resumes_after_params_yaml_gains_a_section_training_never_reads
     raw["train"]["lr"] = 0.002  # but a change training reads still refuses
     edited.write_text(yaml.safe_dump(raw, sort_keys=False))
     assert paper_scale.main([*base, "--params", str(edited)]) == 2
+
+
+def test_the_section_follows_the_pizzas_di_over_training_and_counts_unlearned_runs(
+        results: Path) -> None:
+    narrow = results / "narrow"
+    runs = pd.read_parquet(narrow / "runs.parquet")
+    runs.loc[runs.index[:3], "test_acc"] = 0.5  # three runs that did not learn
+    runs.to_parquet(narrow / "runs.parquet")
+    # every run's DI climbs 0.2 -> 0.4 -> 0.8 over its snapshots; step 500 is before learning
+    rows = [{**{c: 0.0 for c in DYNAMICS_SCHEMA.names}, "run_id": rid, "step": step,
+             "distance_irrelevance": di, "phase": "pizza"}
+            for rid in runs["run_id"] for step, di in ((500, 0.9), (1000, 0.2), (5000, 0.4),
+                                                        (20000, 0.8))]
+    write_table(narrow / "dynamics.parquet", pd.DataFrame(rows), DYNAMICS_SCHEMA)
+    shipped = [read_shipped(f, PARAMS.phase) for f in shipped_folders(results)]
+    all_runs = combined_runs(shipped)
+    summary = paper_scale_summary(shipped, all_runs, fit_main(all_runs, n_boot=0), PUBLISHED,
+                                  PARAMS.phase)
+    ctx = paper_scale_context(all_runs, json.loads(json.dumps(summary)), {}, PUBLISHED)
+    report = build_report(make_runs(), {}, 128, paper_scale=ctx)
+    assert "| width | step 1 000 | step 5 000 | step 20 000 |" in report
+    assert "| 32 | 0.200 | 0.400 | 0.800 |" in report and "| 64 | 0.200 | 0.400 | 0.800 |" in report
+    over_training = report.split("over training")[1].split("Runs below")[0]
+    assert "| 128 |" not in over_training  # the width-128 folder ships no snapshots
+    unlearned = {32: 0, 64: 0}
+    for w in runs.loc[runs.index[:3], "width"]:
+        unlearned[int(w)] += 1
+    assert (f"{unlearned[32]} of 22 at width 32; {unlearned[64]} of 22 at width 64; "
+            "0 of 11 at width 128.") in report

@@ -71,7 +71,8 @@ def paper_scale_context(runs: pd.DataFrame, summary: Mapping[str, Any],
     ctx: dict[str, Any] = {"n": len(main), "command": PS_COMMAND,
                            "sources": [_source_row(s) for s in summary.get("sources", [])],
                            "fig1": None, "fig2": None, "tenths": None, "medians": None,
-                           "boundary": None, "pizza_di": None}
+                           "boundary": None, "pizza_di": None, "pizza_di_steps": None,
+                           "unlearned": []}
     if main.empty:
         return ctx
     widths = sorted(int(w) for w in main["width"].unique())
@@ -108,5 +109,13 @@ def paper_scale_context(runs: pd.DataFrame, summary: Mapping[str, Any],
                                 else f"ours, width {k.removeprefix('ours_w')}"),
                         **{q: _f(v[q]) for q in ("q25", "median", "q75")}, "n": v["n"]}
                        for k, v in pz.items()]
+    by_step = summary.get("pizza_di_by_step", {})
+    steps = sorted({int(k) for v in by_step.values() for k in v})
+    ctx["pizza_di_steps"] = {"steps": steps, "rows": [
+        {"width": int(w), "cells": [_f(v.get(str(k))) for k in steps]}
+        for w, v in sorted(by_step.items(), key=lambda kv: int(kv[0]))]} if steps else None
+    ctx["unlearned"] = [{"width": int(w), **v} for w, v in
+                        sorted(summary.get("unlearned_by_width", {}).items(),
+                               key=lambda kv: int(kv[0]))]
     ctx["gs"], ctx["di"] = GS, DI
     return ctx

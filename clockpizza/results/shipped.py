@@ -34,6 +34,7 @@ class Shipped:
 
     name: str
     runs: pd.DataFrame  # runs table rows, relabelled
+    dynamics: pd.DataFrame  # dynamics table rows (every snapshot of every run), relabelled
     provenance: pd.DataFrame
     meta: dict[str, Any]
 
@@ -63,8 +64,8 @@ def read_shipped(folder: Path, rule: PhaseConfig) -> Shipped:
         raise ValueError(f"{folder / 'runs.parquet'}: missing columns {missing}")
     dynamics = pd.read_parquet(folder / "dynamics.parquet").drop(columns="phase")
     measured = runs.drop(columns=list(LABELLED_COLUMNS))
-    labelled, _ = label_tables(measured, dynamics, rule)
-    return Shipped(folder.name, labelled[list(RUN_COLUMNS)],
+    labelled, snapshots = label_tables(measured, dynamics, rule)
+    return Shipped(folder.name, labelled[list(RUN_COLUMNS)], snapshots,
                    pd.read_parquet(folder / "provenance.parquet"),
                    json.loads((folder / "meta.json").read_text()))
 
@@ -142,4 +143,24 @@ def paper_scale_summary(shipped: list[Shipped], runs: pd.DataFrame, boundary: Bo
     out["pizza_di"] = {"paper_w128": _quartiles(paper_pizza[DI]),
                        **{f"ours_w{w}": _quartiles(g.loc[g["phase"] == "pizza", DI])
                           for w, g in main.groupby("width")}}
+    out["pizza_di_by_step"] = pizza_di_by_step(shipped)
+    out["unlearned_by_width"] = {
+        str(w): {"runs": len(g),
+                 "below_min_test_acc": int((g["test_acc"] < rule.min_test_acc).sum())}
+        for w, g in main.groupby("width")}
     return out
+
+
+def pizza_di_by_step(shipped: list[Shipped]) -> dict[str, Any]:
+    """Per width, the median DI over training of the runs that end as pizzas: whether a longer
+    run would bring their DI towards the paper's or away from it. Steps from 1 000 on (before,
+    most runs have not yet learned). Each folder's snapshots meet its own runs only."""
+    frames = []
+    for s in shipped:
+        pizzas = main_runs(s.runs)
+        pizzas = pizzas.loc[pizzas["phase"] == "pizza", ["run_id", "width"]]
+        frames.append(s.dynamics.merge(pizzas, on="run_id"))
+    snaps = pd.concat([f for f in frames if len(f)] or [pd.DataFrame(columns=["step", "width"])])
+    snaps = snaps[snaps["step"] >= 1000]
+    return {str(w): {str(int(step)): _r(x) for step, x in g.groupby("step")[DI].median().items()}
+            for w, g in snaps.groupby("width")}
