@@ -43,6 +43,7 @@ from clockpizza.results.paper_compare import (
     PAPER_EXAMPLES,
     TOL_DI,
     TOL_GS,
+    PublishedPhases,
     compared_width,
     tenth_table,
 )
@@ -564,7 +565,7 @@ class PaperInputs:
 
     models: pd.DataFrame | None = None
     published: pd.DataFrame | None = None
-    published_phases: Mapping[str, Any] | None = None
+    published_phases: PublishedPhases | None = None
     mid_alpha: pd.DataFrame | None = None
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
@@ -109,7 +110,18 @@ def paper_block(runs: pd.DataFrame, published: pd.DataFrame) -> dict[str, object
             "share_within": share, "tol_gs": TOL_GS, "tol_di": TOL_DI}
 
 
-def published_phases(published: pd.DataFrame, rule: PhaseConfig) -> dict[str, object]:
+class PublishedPhases(TypedDict):
+    """metrics/published_phases.json (:func:`published_phases`); null where a tenth is empty."""
+
+    thresholds: dict[str, float]  # the phase rule's, from params.yaml
+    earlier_max_di: float  # :data:`EARLIER_MAX_DI`
+    low_alpha_max: float  # :data:`LOW_ALPHA_MAX`
+    runs: int  # the published runs read
+    low: dict[str, float | int | None]  # pizza_gs, pizza_gs_di, symmetric_high_di below it
+    tenths: list[dict[str, float | int | None]]  # :func:`published_phase_shares`' rows
+
+
+def published_phases(published: pd.DataFrame, rule: PhaseConfig) -> PublishedPhases:
     """Our rule on the paper's runs, for the report (``metrics/published_phases.json``): the
     thresholds used, :func:`published_phase_shares` per tenth (NaN as null), and the shares
     below α = :data:`LOW_ALPHA_MAX`, each tenth weighed by its runs."""
@@ -118,12 +130,13 @@ def published_phases(published: pd.DataFrame, rule: PhaseConfig) -> dict[str, ob
     low = shares[shares["alpha_hi"] <= LOW_ALPHA_MAX]
     weights = low["runs"] / low["runs"].sum()
 
-    def number(x: object) -> object:
+    def number(x: float | int) -> float | int | None:
         return None if isinstance(x, float) and math.isnan(x) else x
 
     return {
         "thresholds": {"pizza_min_gs": rule.pizza_min_gs, "pizza_max_di": rule.pizza_max_di,
-                 "min_circularity": rule.min_circularity, "min_test_acc": rule.min_test_acc},
+                       "min_circularity": rule.min_circularity,
+                       "min_test_acc": rule.min_test_acc},
         "earlier_max_di": EARLIER_MAX_DI, "low_alpha_max": LOW_ALPHA_MAX,
         "runs": len(published),
         "low": {"pizza_gs": number(float((low["pizza_gs"] * weights).sum())),
