@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from clockpizza.io.params import PhaseConfig
 from clockpizza.results.paper_compare import (
     medians_by_width,
     paper_block,
     published_phase_shares,
+    published_phases,
     read_published_runs,
     tenth_table,
 )
@@ -70,6 +74,23 @@ def test_gs_alone_labels_the_papers_low_alpha_runs_pizza(published: pd.DataFrame
     assert (low["pizza_gs"] > 0.95).all()
     assert (low["pizza_gs_di"] < 0.75).all()  # the DI cut would call a quarter of them clocks
     assert shares.loc[shares["tenth"] >= 8, "pizza_gs"].max() < 0.01
+
+
+def test_the_rule_on_the_published_runs_is_plain_json_and_follows_the_threshold(
+        published: pd.DataFrame) -> None:
+    rule = PhaseConfig(min_test_acc=0.95, min_circularity=0.7, pizza_min_gs=0.9,
+                       pizza_max_di=1.0, circle_majority=0.8)
+    block = published_phases(published, rule)
+    # What the summarise stage writes (metrics/published_phases.json): strict JSON, no NaN.
+    again = json.loads(json.dumps(block, allow_nan=False))
+    assert again["runs"] == len(published) == sum(t["runs"] for t in again["tenths"])
+    assert again["thresholds"]["pizza_min_gs"] == 0.9 and len(again["tenths"]) == 10
+    assert again["low"]["pizza_gs"] > 0.95  # the paper's pizzas below α = 0.5 ...
+    assert again["low"]["pizza_gs_di"] < 0.75  # ... a quarter of them with DI > 0.6
+    # A stricter GS threshold labels fewer of them pizza; the runs are the same.
+    strict = published_phases(published, dataclasses.replace(rule, pizza_min_gs=0.99))
+    assert strict["low"]["pizza_gs"] < again["low"]["pizza_gs"]
+    assert strict["thresholds"]["pizza_min_gs"] == 0.99 and strict["runs"] == again["runs"]
 
 
 def test_the_plot_rows_are_medians_per_width_and_alpha() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 import yaml
 
 from clockpizza.io.params import PhaseConfig, parse_params
+from clockpizza.io.table import MID_ALPHA_SCHEMA, PAPER_MEASURED_SCHEMA, PAPER_MODELS_SCHEMA
+from clockpizza.results.labels import label_mid_alpha, label_paper_models
 from clockpizza.results.phases import classify
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,3 +70,37 @@ def test_the_rule_reads_its_thresholds_from_params() -> None:
     phase = parse_params(raw).phase
     assert phase.circle_majority == raw["phase"]["circle_majority"]
     assert 0.5 < phase.circle_majority <= 1.0
+
+
+def test_the_mid_alpha_table_gets_todays_label_beside_its_old_one() -> None:
+    # An older table (no circle shares): GS and DI decide. A symmetric run with DI 0.7 was a
+    # clock under the rule of its time (DI <= 0.6 required); with DI not required it is a pizza.
+    old = pd.DataFrame({"condition": ["shared", "shared"], "attn_rate": [0.45, 1.0],
+                        "width": 32, "seed": 0, "steps": 20_000, "test_acc": 1.0,
+                        "gradient_symmetricity": [0.97, 0.4], "distance_irrelevance": [0.7, 0.9],
+                        "circularity": 0.95, "n_circles": 4, "phase": ["clock", "clock"]})
+    labelled = label_mid_alpha(old, dataclasses.replace(RULE, pizza_max_di=1.0))
+    assert list(labelled["phase_now"]) == ["pizza", "clock"]
+    assert list(labelled["phase"]) == ["clock", "clock"]  # the old label is kept
+    assert {*old.columns, "phase_now"} <= set(labelled.columns)
+    assert list(label_mid_alpha(old, RULE)["phase_now"]) == ["clock", "clock"]
+    # Empty (no mid-α table in results/): an empty table of the same columns.
+    empty = label_mid_alpha(pd.DataFrame(columns=MID_ALPHA_SCHEMA.names[:-1]), RULE)
+    assert empty.empty and set(MID_ALPHA_SCHEMA.names) <= set(empty.columns)
+
+
+def test_the_authors_models_are_labelled_by_the_same_rule_as_ours() -> None:
+    # Their accuracy (over all p² pairs) stands for the test accuracy; the attention-free
+    # family has no circles, so GS and DI decide.
+    row = {c: 0.0 for c in PAPER_MEASURED_SCHEMA.names}
+    measured = pd.DataFrame([
+        {**row, **PIZZA_METRICS, "family": "transformer", "accuracy": 1.0, "circularity": 0.95,
+         "n_circles": 2, "clock_circle_share": 0.0, "pizza_circle_share": 1.0},
+        {**row, **PIZZA_METRICS, "family": "transformer", "accuracy": 0.5, "circularity": 0.95,
+         "n_circles": 2, "clock_circle_share": 0.0, "pizza_circle_share": 1.0},
+        {**row, **CLOCK_METRICS, "family": "B", "accuracy": 1.0, "circularity": 0.95,
+         "n_circles": 0, "clock_circle_share": math.nan, "pizza_circle_share": math.nan},
+    ])
+    labelled = label_paper_models(measured, RULE)
+    assert list(labelled["phase"]) == ["pizza", "non-circular", "clock"]
+    assert list(labelled.columns) == PAPER_MODELS_SCHEMA.names

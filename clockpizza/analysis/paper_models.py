@@ -2,7 +2,8 @@
 metrics, beside the values the authors published for them.
 
 One row per vendored checkpoint (``paper/checkpoints``), in run-id order, with the columns of
-:data:`clockpizza.io.table.PAPER_MODELS_SCHEMA`; ``*_published`` are copied from the authors'
+:data:`clockpizza.io.table.PAPER_MEASURED_SCHEMA` (no phase: the summarise stage labels the table,
+:func:`clockpizza.results.labels.label_paper_models`); ``*_published`` are copied from the authors'
 per-run table (``paper/published_runs_fixed_width.csv``) where the run is one of its rows, NaN
 otherwise. GS is computed with the paper's 100 triples (seed 42) whatever ``metrics.gs_triples``
 says, because the published values are of that estimate.
@@ -28,10 +29,9 @@ from clockpizza.analysis.metrics import (
     gs_triples,
     largest_incorrect_logits,
 )
-from clockpizza.io.params import CirclesConfig, PhaseConfig
+from clockpizza.io.params import CirclesConfig
 from clockpizza.io.table import CIRCLE_COLUMNS
 from clockpizza.results.paper_compare import PAPER_EXAMPLES
-from clockpizza.results.phases import classify
 from clockpizza.science.data import all_pairs
 from clockpizza.science.model import BatchedTransformer
 from clockpizza.science.paper import PaperRun, load_paper_run, paper_checkpoints
@@ -90,12 +90,9 @@ def measure(run: PaperRun, n_components: int, circles: CirclesConfig) -> tuple[d
 
 
 def paper_tables(folder: str | Path, published_csv: str | Path, n_components: int,
-                 circles: CirclesConfig, phase: PhaseConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The paper-models table and the circles of each released model (``run_id`` = runid).
-
-    ``phase`` is our phase rule, applied as to our runs (the accuracy over all pairs standing
-    for the test accuracy: the authors' split is unknown).
-    """
+                 circles: CirclesConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The measured paper-models table (no phase) and the circles of each released model
+    (``run_id`` = runid)."""
     paths = paper_checkpoints(folder)
     if not paths:
         raise FileNotFoundError(f"{folder}: no *.safetensors checkpoints")
@@ -109,7 +106,6 @@ def paper_tables(folder: str | Path, published_csv: str | Path, n_components: in
         rows.append(row)
         frames.append(frame)
     table = pd.DataFrame(rows)
-    table["phase"] = classify(table.assign(test_acc=table["accuracy"]), phase)
     circle_table = pd.concat([f for f in frames if not f.empty], ignore_index=True)
     return table, circle_table[list(CIRCLE_COLUMNS)]
 

@@ -38,17 +38,15 @@ from clockpizza.figures.plots import (
     phase_diagram,
 )
 from clockpizza.figures.plots_dynamics import dynamics_figure, has_dynamics_data
-from clockpizza.io.params import PhaseConfig
 from clockpizza.results.boundary import Boundary, why_no_boundary
 from clockpizza.results.paper_compare import (
     PAPER_EXAMPLES,
     TOL_DI,
     TOL_GS,
+    PublishedPhases,
     compared_width,
-    published_phase_shares,
     tenth_table,
 )
-from clockpizza.results.phases import classify
 from clockpizza.results.selection import (
     PHASES,
     main_runs,
@@ -559,11 +557,15 @@ def _f2(x: float) -> str:
 class PaperInputs:
     """What the render stage knows of the paper (each part optional: a section without its
     data is left out). ``models``: metrics/paper_models.parquet; ``published``: the paper's
-    runs (:func:`~clockpizza.results.paper_compare.read_published_runs`); ``mid_alpha``:
-    the table of :mod:`clockpizza.tools.mid_alpha` (``results/mid_alpha/mid_alpha.csv``)."""
+    runs (:func:`~clockpizza.results.paper_compare.read_published_runs`);
+    ``published_phases``: our rule on them (metrics/published_phases.json,
+    :func:`~clockpizza.results.paper_compare.published_phases`); ``mid_alpha``: the table of
+    :mod:`clockpizza.tools.mid_alpha` labelled by today's rule (metrics/mid_alpha.parquet).
+    The summarise stage applies the rule; the report only reads."""
 
     models: pd.DataFrame | None = None
     published: pd.DataFrame | None = None
+    published_phases: PublishedPhases | None = None
     mid_alpha: pd.DataFrame | None = None
 
 
@@ -602,31 +604,9 @@ def _paper_models_context(models: pd.DataFrame | None) -> dict[str, Any] | None:
             "gs_note": notes if (models["diff_vocab"]).any() else ""}
 
 
-def _rule_context(published: pd.DataFrame | None,
-                  rule: PhaseConfig | None) -> dict[str, Any] | None:
-    if published is None or rule is None:
-        return None
-    shares = published_phase_shares(published, rule.pizza_min_gs, 0.6, rule.min_circularity,
-                                    rule.min_test_acc)
-    low = shares[shares["alpha_hi"] <= 0.5]
-    weights = low["runs"] / low["runs"].sum()
-    return {"n": len(published), "min_gs": rule.pizza_min_gs, "max_di": rule.pizza_max_di,
-            "low_gs": _pct(float((low["pizza_gs"] * weights).sum())),
-            "low_gs_di": _pct(float((low["pizza_gs_di"] * weights).sum())),
-            "symmetric_high_di": int(low["symmetric_high_di"].sum()),
-            "rows": _records(shares)}
-
-
-def _mid_alpha_context(table: pd.DataFrame | None,
-                       rule: PhaseConfig | None) -> dict[str, Any] | None:
+def _mid_alpha_context(table: pd.DataFrame | None) -> dict[str, Any] | None:
     if table is None or table.empty:
         return None
-    if rule is not None:  # today's rule; circle shares NaN where the table predates them
-        t = table.assign(family="transformer")
-        for col in ("clock_circle_share", "pizza_circle_share"):
-            if col not in t.columns:
-                t[col] = np.nan
-        table = table.assign(phase_now=classify(t, rule))
     rows = []
     for cond, g in table.groupby("condition", sort=False):
         symmetric = g[GS] >= 0.9
@@ -634,38 +614,13 @@ def _mid_alpha_context(table: pd.DataFrame | None,
                      "di": g[DI].median(), "symmetric": int(symmetric.sum()),
                      "sym_high_di": int((symmetric & (g[DI] > 0.6)).sum()),
                      "phases": _phase_counts(g),
-                     "phases_now": _phase_counts(g.assign(phase=g["phase_now"]))
-                     if "phase_now" in g.columns else ""})
-    alphas = _fmt_list(table["attn_rate"])
-    widths = _fmt_list(table["width"])
-    steps = _fmt_list(table["steps"])
-    text = (f"`python -m clockpizza.tools.mid_alpha` trained width {widths} at α = {alphas} for "
-            f"{steps} steps under these conditions: `shared` (every rate of a seed from the same "
-            "weights, one split: our default), `own_init` (`model.init_per_run`), "
-            "`own_init_split` (also `data.split_per_run`: each run its own split, as the "
-            "paper's), and `paper_loop` (the paper's one-model training loop, own weights and "
-            "split). The table is `results/mid_alpha/mid_alpha.csv` (in git); `phase then` is "
-            "the label under the rule of the time (DI ≤ 0.6 required for a pizza), `phase now` "
-            "under today's `phase:` section.")
-    return {"text": text, "rows": rows, "finding": _mid_alpha_finding(rows)}
-
-
-def _mid_alpha_finding(rows: list[dict[str, Any]]) -> str:
+                     "phases_now": _phase_counts(g.assign(phase=g["phase_now"]))})
     by = {r["condition"]: r for r in rows}
-    total = sum(r["runs"] for r in rows)
-    sym = sum(r["symmetric"] for r in rows)
-    high = sum(r["sym_high_di"] for r in rows)
-    text = (f"In all, {sym} of {total} runs are symmetric (GS ≥ 0.9), {high} of them with "
-            "DI > 0.6")
-    if "shared" in by and "own_init_split" in by:
-        a, b = by["shared"], by["own_init_split"]
-        text += (f"; with the paper's per-run weights and split {b['sym_high_di']} of "
-                 f"{b['runs']} are (shared start and split: {a['sym_high_di']} of {a['runs']})")
-    if "paper_loop" in by:
-        c = by["paper_loop"]
-        text += (f", and {c['sym_high_di']} of the {c['runs']} trained with the paper's own "
-                 "loop")
-    return text + ("." if rows else "")
+    return {"widths": _fmt_list(table["width"]), "alphas": _fmt_list(table["attn_rate"]),
+            "steps": _fmt_list(table["steps"]), "rows": rows, "by": by,
+            "runs": sum(r["runs"] for r in rows),
+            "symmetric": sum(r["symmetric"] for r in rows),
+            "sym_high_di": sum(r["sym_high_di"] for r in rows)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -758,7 +713,7 @@ def build_report(runs: pd.DataFrame, figures: Mapping[str, str], fig1_width: int
                  boundary: Boundary | None = None,
                  timing: Mapping[str, object] | None = None,
                  examples: list[dict[str, Any]] | None = None,
-                 paper: PaperInputs | None = None, rule: PhaseConfig | None = None,
+                 paper: PaperInputs | None = None,
                  dynamics: pd.DataFrame | None = None,
                  paper_scale: Mapping[str, Any] | None = None,
                  neurons: Mapping[str, Any] | None = None) -> str:
@@ -769,8 +724,8 @@ def build_report(runs: pd.DataFrame, figures: Mapping[str, str], fig1_width: int
     that produces its data. ``boundary`` is the fit the summarise stage saved (figure 2 and
     summary.json show the same one). ``timing`` is the optional :func:`load_timing`
     record; ``examples`` figure 3's :func:`examples_context`; ``paper`` what is known of the
-    paper's models and runs; ``rule`` the phase rule in force (for the section that applies it
-    to the paper's runs); ``dynamics`` the snapshots' metrics (the training-dynamics section);
+    paper's models and runs (the phase rule already applied, by the summarise stage);
+    ``dynamics`` the snapshots' metrics (the training-dynamics section);
     ``paper_scale`` the shipped paper-length runs'
     :func:`clockpizza.figures.paper_scale.paper_scale_context` (its section comes first).
     ``neurons`` the "Two stories or one?" section's
@@ -793,8 +748,8 @@ def build_report(runs: pd.DataFrame, figures: Mapping[str, str], fig1_width: int
         "boundary": _boundary_context(main, b, fig1_width),
         "examples": examples or [],
         "paper_models": _paper_models_context(paper.models),
-        "rule": _rule_context(paper.published, rule),
-        "mid_alpha": _mid_alpha_context(paper.mid_alpha, rule),
+        "rule": paper.published_phases,
+        "mid_alpha": _mid_alpha_context(paper.mid_alpha),
         "dynamics": _dynamics_context(runs, figures, dynamics),
         "neurons": neurons,
         "layers": _layers_context(runs, figures),

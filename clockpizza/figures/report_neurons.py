@@ -115,24 +115,13 @@ def _group(df: pd.DataFrame) -> dict[str, Any]:
             "pizza": int((df["phase"] == "pizza").sum())}
 
 
-def _finding(mmd: MMDResult, low: dict[str, Any], high: dict[str, Any]) -> str:
-    if math.isnan(mmd.mmd):
-        return ("The grid lacks runs at one end of α, so the two groups cannot be compared "
-                "here.")
-    if mmd.n_perm == 0 or math.isnan(mmd.p_value):
-        first = f"The MMD is {mmd.mmd:.3g} (no permutation test: `neurons.mmd_permutations` = 0)"
-    elif mmd.p_value >= 0.05:
-        first = (f"The first layer does not tell them apart: MMD {mmd.mmd:.3g}, permutation "
-                 f"p = {mmd.p_value:.3g} over {mmd.n_low + mmd.n_high} runs (not evidence that "
-                 "they are the same, only no evidence of a difference at this size)")
-    else:
-        first = (f"The first layer does tell them apart: MMD {mmd.mmd:.3g}, permutation "
-                 f"p = {mmd.p_value:.3g} over {mmd.n_low + mmd.n_high} runs")
-    gap_di, gap_gs = high["di"] - low["di"], low["gs"] - high["gs"]
-    return (f"{first}. On the same runs the paper's metrics differ by GS {gap_gs:+.3f} "
-            f"(low α minus high α) and DI {gap_di:+.3f} (high minus low); GS is measured on "
-            "the logits' gradients and DI on the logits, both downstream of attention, which is "
-            "where α acts.")
+def _finding(mmd: MMDResult, low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
+    """What the MMD test says, for the template: whether the two groups could be compared,
+    whether a permutation test ran and found them apart, and the paper's metrics' gaps."""
+    tested = mmd.n_perm > 0 and not math.isnan(mmd.p_value)
+    return {"compared": not math.isnan(mmd.mmd), "tested": tested,
+            "apart": tested and mmd.p_value < 0.05, "n_runs": mmd.n_low + mmd.n_high,
+            "gap_gs": low["gs"] - high["gs"], "gap_di": high["di"] - low["di"]}
 
 
 def _paper_models(paper_runs: pd.DataFrame | None,
@@ -196,7 +185,7 @@ def neurons_context(inputs: NeuronInputs, runs: pd.DataFrame, figures: Mapping[s
         "widths": ", ".join(str(int(w)) for w in sorted(main["width"].unique())),
         "rows": _grid_rows(main), "low": lo, "high": hi,
         "low_max": cfg.low_alpha_max, "high_min": cfg.high_alpha_min,
-        "mmd": mmd, "finding": _finding(mmd, lo, hi) if len(main) else "",
+        "mmd": mmd, "finding": _finding(mmd, lo, hi),
         "challenge": {"cka0": CHALLENGE_CKA["0"], "cka1": CHALLENGE_CKA["1"],
                       "mmd": CHALLENGE_MMD},
         "paper_models": paper_models, "paper_all": others,

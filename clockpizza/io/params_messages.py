@@ -6,30 +6,15 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from dataclasses import fields
-from typing import Any
+from dataclasses import fields, is_dataclass
+from typing import Any, get_type_hints
 
 from pydantic import (
     TypeAdapter,
     ValidationError,
 )
 
-from clockpizza.io.schema import (
-    INT64_MAX,
-    BoundaryConfig,
-    CirclesConfig,
-    DataConfig,
-    MetricsConfig,
-    MLPFamilyConfig,
-    ModelConfig,
-    NeuronsConfig,
-    Params,
-    ParamsError,
-    PhaseConfig,
-    Preset,
-    RenderConfig,
-    TrainConfig,
-)
+from clockpizza.io.schema import INT64_MAX, Params, ParamsError, Preset
 
 
 def _refuse_non_string_keys(raw: Mapping[Any, Any]) -> None:
@@ -77,7 +62,9 @@ def _refuse_beyond_int64(node: object, key: str) -> None:
 
 
 _ADAPTER = TypeAdapter(Params)
-_SECTIONS = {f.name: f.type for f in fields(Params)}
+# The sections of params.yaml (data, model, ...): the fields of Params that are dataclasses.
+_SECTIONS: dict[str, type] = {name: hint for name, hint in get_type_hints(Params).items()
+                              if is_dataclass(hint)}
 
 
 def schema_keys() -> list[str]:
@@ -95,11 +82,7 @@ def schema_keys() -> list[str]:
 
 
 def _section_class(name: str) -> type | None:
-    cls = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
-           "metrics": MetricsConfig, "phase": PhaseConfig, "render": RenderConfig,
-           "boundary": BoundaryConfig, "mlp_family": MLPFamilyConfig,
-           "circles": CirclesConfig, "neurons": NeuronsConfig}.get(name)
-    return cls
+    return _SECTIONS.get(name)
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:

@@ -136,6 +136,23 @@ PAPER_MODELS_SCHEMA = pa.schema([
     ("pizza_circle_share", pa.float64()),
     ("phase", pa.string()),  # our rule (clockpizza.results.phases)
 ])
+# The same, as the paper_models stage measures it (metrics/paper_measured.parquet): no phase yet;
+# the summarise stage labels it, as it does our runs.
+PAPER_MEASURED_SCHEMA = pa.schema([f for f in PAPER_MODELS_SCHEMA if f.name != "phase"])
+
+# The mid-α experiment (python -m clockpizza.tools.mid_alpha; results/mid_alpha/mid_alpha.csv):
+# a row per run, the columns its CSV holds; the summarise stage adds ``phase_now``
+# (metrics/mid_alpha.parquet). Circle shares are NaN in a table older than them.
+MID_ALPHA_SCHEMA = pa.schema([
+    pa.field("condition", pa.string()),  # shared / own_init / own_init_split / paper_loop
+    *(RUNS_SCHEMA.field(c) for c in (
+        "attn_rate", "width", "seed", "steps", "test_acc", "gradient_symmetricity",
+        "gradient_symmetricity_exact", "distance_irrelevance", "distance_irrelevance_correct",
+        "circularity", "n_circles", "dominant_circle_type", "fve_clock_mean", "fve_pizza_mean",
+        "clock_circle_share", "pizza_circle_share",
+        "phase")),  # phase: by the rule when the runs were trained
+    pa.field("phase_now", pa.string()),  # by the rule in params.yaml (clockpizza.results.labels)
+])
 
 
 _UMASK = os.umask(0)

@@ -2,11 +2,14 @@
 
 The metrics stage measures (metrics/measured.parquet, metrics/snapshots.parquet); this module
 applies the phase rule in force (``phase:`` of params.yaml) to those tables, without reading a
-model. Torch-free.
+model. Torch-free. The authors' released models (metrics/paper_measured.parquet, stage
+paper_models) and the mid-α experiment's table (results/mid_alpha/mid_alpha.csv) are labelled
+here too, by the same rule.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from clockpizza.io.params import PhaseConfig
@@ -34,3 +37,20 @@ def label_tables(runs: pd.DataFrame, dynamics: pd.DataFrame,
         runs[col] = runs[col].fillna(False if col == "phase_switched" else -1)
     runs["phase_switched"] = runs["phase_switched"].astype(bool)
     return runs, dynamics
+
+
+def label_paper_models(measured: pd.DataFrame, rule: PhaseConfig) -> pd.DataFrame:
+    """The authors' measured models with their phase by ``rule``, as our runs get theirs; the
+    accuracy over all p² pairs stands for the test accuracy (the authors' split is unknown)."""
+    return measured.assign(phase=classify(measured.assign(test_acc=measured["accuracy"]), rule))
+
+
+def label_mid_alpha(table: pd.DataFrame, rule: PhaseConfig) -> pd.DataFrame:
+    """The mid-α experiment's table (:mod:`clockpizza.tools.mid_alpha`) with ``phase_now``, its
+    runs' phase by ``rule`` beside ``phase``, the label of the rule of its time. A table that
+    predates the circle shares gets them as NaN: GS and DI decide there."""
+    t = table.assign(family="transformer")
+    for col in ("clock_circle_share", "pizza_circle_share"):
+        if col not in t.columns:
+            t[col] = np.nan
+    return t.drop(columns="family").assign(phase_now=classify(t, rule))

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
 
+from clockpizza.io.params import PhaseConfig
 from clockpizza.results.selection import main_runs, nearest_width
 
 PUBLISHED_CSV = Path("paper/published_runs_fixed_width.csv")
@@ -26,6 +28,9 @@ GS, DI = "gradient_symmetricity", "distance_irrelevance"
 PAPER_EXAMPLES = {"pizza": "p99zdpze5l", "clock": "l8k1hzciux"}
 # Tolerances of the summary's `paper` block: a tenth matches when both medians are this close.
 TOL_GS, TOL_DI = 0.10, 0.15
+# The published runs under our rule: the DI limit of the earlier rule (a pizza needed DI ≤ 0.6),
+# weighed over the α the paper calls pizza (below 0.5).
+EARLIER_MAX_DI, LOW_ALPHA_MAX = 0.6, 0.5
 _COLUMNS = {"attn_coeff": "attn_rate", "d_model": "width", "gradient_sim": GS,
             "distance_irrelevance": DI, "circularity": "circularity",
             "validation_accuracy": "test_acc"}
@@ -103,6 +108,43 @@ def paper_block(runs: pd.DataFrame, published: pd.DataFrame) -> dict[str, object
     share = round(float(both["within"].mean()), 6) if len(both) else None
     return {"width": w, "exact_width": w == PAPER_WIDTH, "tenths_compared": len(both),
             "share_within": share, "tol_gs": TOL_GS, "tol_di": TOL_DI}
+
+
+class PublishedPhases(TypedDict):
+    """metrics/published_phases.json (:func:`published_phases`); null where a tenth is empty."""
+
+    thresholds: dict[str, float]  # the phase rule's, from params.yaml
+    earlier_max_di: float  # :data:`EARLIER_MAX_DI`
+    low_alpha_max: float  # :data:`LOW_ALPHA_MAX`
+    runs: int  # the published runs read
+    low: dict[str, float | int | None]  # pizza_gs, pizza_gs_di, symmetric_high_di below it
+    tenths: list[dict[str, float | int | None]]  # :func:`published_phase_shares`' rows
+
+
+def published_phases(published: pd.DataFrame, rule: PhaseConfig) -> PublishedPhases:
+    """Our rule on the paper's runs, for the report (``metrics/published_phases.json``): the
+    thresholds used, :func:`published_phase_shares` per tenth (NaN as null), and the shares
+    below α = :data:`LOW_ALPHA_MAX`, each tenth weighed by its runs."""
+    shares = published_phase_shares(published, rule.pizza_min_gs, EARLIER_MAX_DI,
+                                    rule.min_circularity, rule.min_test_acc)
+    low = shares[shares["alpha_hi"] <= LOW_ALPHA_MAX]
+    weights = low["runs"] / low["runs"].sum()
+
+    def number(x: float | int) -> float | int | None:
+        return None if isinstance(x, float) and math.isnan(x) else x
+
+    return {
+        "thresholds": {"pizza_min_gs": rule.pizza_min_gs, "pizza_max_di": rule.pizza_max_di,
+                       "min_circularity": rule.min_circularity,
+                       "min_test_acc": rule.min_test_acc},
+        "earlier_max_di": EARLIER_MAX_DI, "low_alpha_max": LOW_ALPHA_MAX,
+        "runs": len(published),
+        "low": {"pizza_gs": number(float((low["pizza_gs"] * weights).sum())),
+                "pizza_gs_di": number(float((low["pizza_gs_di"] * weights).sum())),
+                "symmetric_high_di": int(low["symmetric_high_di"].sum())},
+        "tenths": [{k: number(v.item() if isinstance(v, np.generic) else v)
+                    for k, v in row.items()} for row in shares.to_dict("records")],
+    }
 
 
 def medians_by_width(runs: pd.DataFrame) -> pd.DataFrame:

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from clockpizza.analysis.circles import analyse_models, run_summary
 from clockpizza.analysis.metrics import gs_triples, model_metrics
 from clockpizza.io.params import Params, load_params
+from clockpizza.io.table import MID_ALPHA_SCHEMA
 from clockpizza.results.phases import classify
 from clockpizza.science import reference
 from clockpizza.science.architectures import load_model, model_config
@@ -51,11 +52,8 @@ CONDITIONS: dict[str, list[str]] = {
     "own_init": ["model.init_per_run=true"],
     "own_init_split": ["model.init_per_run=true", "data.split_per_run=true"],
 }
-COLUMNS = ("condition", "attn_rate", "width", "seed", "steps", "test_acc",
-           "gradient_symmetricity", "gradient_symmetricity_exact", "distance_irrelevance",
-           "distance_irrelevance_correct", "circularity", "n_circles", "dominant_circle_type",
-           "fve_clock_mean", "fve_pizza_mean", "clock_circle_share", "pizza_circle_share",
-           "phase")
+# The CSV's columns: the schema the summarise stage reads it with, less what it adds.
+COLUMNS = tuple(c for c in MID_ALPHA_SCHEMA.names if c != "phase_now")
 
 
 def paper_loop_weights(cfg: TransformerConfig, spec: RunSpec, data: SplitTensors,
