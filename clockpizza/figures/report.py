@@ -277,19 +277,12 @@ def _fig1_context(main: pd.DataFrame, figures: Mapping[str, str], fig1_width: in
     w = nearest_width(main, fig1_width)
     at = main[main["width"] == w]
     pizza, clock = _majority(at, "pizza"), _majority(at, "clock")
-    trend = []
-    if len(pizza):
-        trend.append(f"pizzas are the majority at α = {_fmt_list(pizza.index.to_series())}")
-    if len(clock):
-        trend.append(f"clocks at α = {_fmt_list(clock.index.to_series())}")
     return {
-        "width": w, "path": figures[FIG1], "n": len(at),
-        "where": (f" (the grid width nearest to render.fig1_width = {fig1_width})"
-                  if w != fig1_width else ""),
-        "grid": (f"{_count(at['seed'].nunique(), 'seed')} × "
-                 f"{_count(at['attn_rate'].nunique(), 'attention rate')}"),
+        "width": w, "path": figures[FIG1], "n": len(at), "asked_width": fig1_width,
+        "n_seeds": at["seed"].nunique(), "n_alphas": at["attn_rate"].nunique(),
         "nc": int((at["phase"] == "non-circular").sum()),
-        "trend": ("; ".join(trend) + ".") if trend else "no phase holds a majority at any α.",
+        "pizza_alphas": _fmt_list(pizza.index.to_series()) if len(pizza) else None,
+        "clock_alphas": _fmt_list(clock.index.to_series()) if len(clock) else None,
         "published": n_published,
     }
 
@@ -310,14 +303,9 @@ def _fig2_context(main: pd.DataFrame, figures: Mapping[str, str],
     if FIG2 not in figures:
         return None
     means = grid_means(main)
-    marked = int((means["non_circular"] > NON_CIRCULAR_MARK).sum())
-    return {
-        "path": figures[FIG2], "points": len(means),
-        "marked": (f"{marked} grid point{'s' if marked != 1 else ''} where most runs are "
-                   f"non-circular {'carry' if marked != 1 else 'carries'} an x"),
-        "line": ("The red line is the fitted boundary below, the shaded band its 95 % bootstrap "
-                 "interval." if b is not None else "No boundary could be fitted (below)."),
-    }
+    return {"path": figures[FIG2], "points": len(means),
+            "marked": int((means["non_circular"] > NON_CIRCULAR_MARK).sum()),
+            "fitted": b is not None}
 
 
 def _boundary_context(main: pd.DataFrame, b: Boundary | None,
