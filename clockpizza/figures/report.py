@@ -34,7 +34,6 @@ from clockpizza.figures.plots import (
     fixed_width,
     grid_means,
     nearest_width,
-    per_point,
     phase_diagram,
 )
 from clockpizza.figures.plots_dynamics import dynamics_figure, has_dynamics_data
@@ -174,8 +173,9 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.0%}".replace("%", " %")
 
 
-def _signed(x: float) -> str:
-    return f"{'−' if x < 0 else '+'} {abs(x):.3f} ·"
+def _share(x: float) -> str:
+    """37%, the share of runs the prose states (the tables' :func:`_pct` writes 37 %)."""
+    return f"{x:.0%}"
 
 
 def _duration(seconds: float) -> str:
@@ -191,10 +191,11 @@ def _phase_counts(df: pd.DataFrame) -> str:
     return ", ".join(f"{ph} {counts[ph]}" for ph in PHASES if ph in counts)
 
 
-def _end(runs: pd.DataFrame, alpha: float) -> str:
+def _end(runs: pd.DataFrame, alpha: float) -> dict[str, Any]:
+    """Median GS and DI of the runs at attention rate ``alpha`` (one end of the grid)."""
     at = runs[runs["attn_rate"] == alpha]
-    return (f"α = {alpha:g}: median GS {at[GS].median():.3f}, median DI {at[DI].median():.3f} "
-            f"({_count(len(at), 'run')})")
+    return {"alpha": alpha, "gs": float(at[GS].median()), "di": float(at[DI].median()),
+            "n": len(at)}
 
 
 def _not_drawn(stem: str, what: str) -> str:
@@ -263,7 +264,7 @@ def _diverged_runs(runs: pd.DataFrame) -> list[dict[str, object]]:
             for r in bad.itertuples()]
 
 
-def _headline_context(main: pd.DataFrame) -> dict[str, str] | None:
+def _headline_context(main: pd.DataFrame) -> dict[str, Any] | None:
     if main.empty:
         return None
     return {"low": _end(main, main["attn_rate"].min()),
@@ -317,28 +318,20 @@ def _boundary_context(main: pd.DataFrame, b: Boundary | None,
     widths = sorted({*main["width"].unique().tolist(), fig1_width})
     lo, hi = b.band(np.array(widths, dtype=float))
     fitted = main.loc[main["phase"] != "non-circular", "width"]
-    rows = []
-    for w, lo_w, hi_w in zip(widths, lo, hi, strict=True):
-        a = b.transition_attn_rate(w)
-        rows.append({"width": w, "alpha": a, "lo": float(lo_w), "hi": float(hi_w),
-                     "note": "" if fitted.min() <= w <= fitted.max() else " (extrapolated)",
-                     "beyond": (" (above 1: pizza at every α)" if a > 1 else
-                                " (below 0: clock at every α)" if a < 0 else "")})
-    if b.fits_width:
-        shift = -b.coef_log2_width / b.coef_attn_rate
-        slope = (f"Per doubling of the width the transition moves by {shift:+.3f} in α "
-                 f"(paper: positive, wider models stay pizza to a higher α).")
-    else:
-        slope = ("The runs span one width, so the width slope is not fitted: the line is "
-                 "vertical by assumption, not by finding.")
-    boot = (f"{b.n_boot - b.n_boot_skipped} of {b.n_boot} bootstrap resamples had both phases "
-            "and were refitted." if b.n_boot else "No bootstrap (boundary.n_boot = 0): no band.")
-    formula = (f"`P(pizza) = σ({'−' if b.intercept < 0 else ''}{abs(b.intercept):.3f} "
-               f"{_signed(b.coef_attn_rate)} α "
-               f"{_signed(b.coef_log2_width)} log₂ width)`")
+    rows = [{"width": w, "alpha": b.transition_attn_rate(w), "lo": float(lo_w),
+             "hi": float(hi_w), "extrapolated": not fitted.min() <= w <= fitted.max()}
+            for w, lo_w, hi_w in zip(widths, lo, hi, strict=True)]
     return {"none": None, "n_runs": b.n_runs,
-            "n_nc": int((main["phase"] == "non-circular").sum()), "formula": formula,
-            "rows": rows, "slope": slope, "boot": boot, "width": fig1_width}
+            "n_nc": int((main["phase"] == "non-circular").sum()),
+            "intercept": b.intercept, "coef_alpha": b.coef_attn_rate,
+            "coef_width": b.coef_log2_width, "fits_width": b.fits_width,
+            "shift": _shift(b), "n_boot": b.n_boot,
+            "n_refitted": b.n_boot - b.n_boot_skipped, "rows": rows, "width": fig1_width}
+
+
+def _shift(b: Boundary) -> float | None:
+    """How far α* moves per doubling of the width; None when the width slope is not fitted."""
+    return -b.coef_log2_width / b.coef_attn_rate if b.fits_width else None
 
 
 def _summary_rows(groups: list[tuple[str, pd.DataFrame]]) -> list[dict[str, Any]]:
@@ -379,74 +372,41 @@ def _mlp_context(runs: pd.DataFrame, figures: Mapping[str, str]) -> dict[str, An
 
 
 def _differences(runs: pd.DataFrame, main: pd.DataFrame, b: Boundary | None,
-                 fig1_width: int) -> list[str]:
-    out = []
+                 fig1_width: int) -> dict[str, Any]:
+    """The numbers of "Where we differ from the paper"; ``main`` None without main runs."""
     steps = int(runs["steps"].max())
-    if steps < PAPER_STEPS:
-        out.append(f"**Training length.** {_n(steps)} steps per model against the paper's "
-                   f"{_n(PAPER_STEPS)}. With weight decay 2.0 the models "
-                   "reach full test accuracy within a few thousand steps; the rest of a paper run "
-                   "cleans the circuit up. We expect shorter runs to leave pizzas less "
-                   "symmetric, clocks with a less distance-independent logit, and a wider "
-                   "transition band.")
     if main.empty:
-        return out
-    lo, hi = main["attn_rate"].min(), main["attn_rate"].max()
-    a, z = main[main["attn_rate"] == lo], main[main["attn_rate"] == hi]
-    out.append(f"**The two ends.** At α = {lo:g} our median GS is {a[GS].median():.3f} and "
-               f"DI {a[DI].median():.3f} (paper's pizzas: GS {PAPER_PIZZA[GS]}, DI "
-               f"{PAPER_PIZZA[DI]}); at α = {hi:g} GS {z[GS].median():.3f} and DI "
-               f"{z[DI].median():.3f} (paper's clocks: GS {PAPER_CLOCK[GS]}, DI "
-               f"{PAPER_CLOCK[DI]}).")
-    widths = sorted(main["width"].unique())
-    if PAPER_WIDTH not in widths:
-        w1 = nearest_width(main, fig1_width)
-        out.append(f"**Widths.** The grid has width{'s' if len(widths) > 1 else ''} "
-                   f"{', '.join(map(str, widths))}, so "
-                   f"figure 1 is drawn at {w1}, not the paper's {PAPER_WIDTH}. The paper "
-                   "finds that narrow models leave the pizza phase at lower α, so we expect "
-                   "the transition at our widths to sit below its α ≈ "
-                   f"{PAPER_ALPHA_STAR}.")
-    out.append(_boundary_difference(main, b, fig1_width))
+        return {"steps": steps, "main": None}
     n_seeds = main.groupby(["width", "attn_rate"]).size()
-    out.append(f"**Sample size.** {len(main)} one-layer runs on a fixed grid "
-               f"({per_point(n_seeds).replace('mean over ', '')}) against the paper's "
-               f"{PAPER_RUNS} random runs: the band of the boundary is wider than a "
-               "paper-scale sweep would give, and on a grid the line is placed no finer "
-               "than midway between neighbouring attention rates.")
-    nc = float((main["phase"] == "non-circular").mean())
-    if nc > 0:
-        out.append(f"**Non-circular runs.** {nc:.0%} of the one-layer runs are "
-                   "non-circular (not learned, or embeddings not made of circles); like the "
-                   "paper we leave them out of the boundary fit.")
-    return out
+    widths = [int(w) for w in sorted(main["width"].unique())]
+    return {"steps": steps, "main": {
+        "low": _end(main, main["attn_rate"].min()), "high": _end(main, main["attn_rate"].max()),
+        "widths": widths, "has_paper_width": PAPER_WIDTH in widths,
+        "fig1_width": nearest_width(main, fig1_width),
+        "boundary": _boundary_difference(main, b), "n": len(main),
+        "seeds_lo": int(n_seeds.min()), "seeds_hi": int(n_seeds.max()),
+        "nc_share": float((main["phase"] == "non-circular").mean()),
+    }}
 
 
-def _boundary_difference(main: pd.DataFrame, b: Boundary | None, fig1_width: int) -> str:
+def _boundary_difference(main: pd.DataFrame, b: Boundary | None) -> dict[str, Any]:
+    """Our boundary at the paper's width against its α*: ``none`` (why not fitted) or the
+    numbers, with ``verdict`` one of consistent, below, above."""
     if b is None:
-        return ("**Boundary.** None could be fitted (" + why_no_boundary(main) + "), so the "
-                f"paper's transition near α ≈ {PAPER_ALPHA_STAR} cannot be compared.")
+        return {"none": why_no_boundary(main)}
     a = b.transition_attn_rate(PAPER_WIDTH)
     lo, hi = (float(x[0]) for x in b.band(np.array([float(PAPER_WIDTH)])))
-    band = f" (95 % band {_f(lo)}–{_f(hi)})" if math.isfinite(lo) else ""
     fitted = main.loc[main["phase"] != "non-circular", "width"]
-    extrap = ("" if fitted.min() <= PAPER_WIDTH <= fitted.max()
-              else f", extrapolated from widths {fitted.min()}–{fitted.max()}")
     if math.isfinite(lo) and lo <= PAPER_ALPHA_STAR <= hi:
-        verdict = "consistent with the paper's"
+        verdict = "consistent"
     elif a < PAPER_ALPHA_STAR:
-        verdict = "below the paper's"
+        verdict = "below"
     else:
-        verdict = "above the paper's"
-    text = (f"**Boundary.** At width {PAPER_WIDTH} our fitted transition is α* = {_f(a)}"
-            f"{band}{extrap}: {verdict} α ≈ {PAPER_ALPHA_STAR}.")
-    if b.fits_width:
-        shift = -b.coef_log2_width / b.coef_attn_rate
-        text += (f" Per doubling of width it moves by {shift:+.3f}"
-                 + (" (same direction as the paper's)." if shift > 0 else
-                    "; the paper has it rising with width. With few widths and seeds we do not "
-                    "read much into the slope."))
-    return text
+        verdict = "above"
+    return {"none": None, "alpha": a, "lo": lo, "hi": hi, "has_band": math.isfinite(lo),
+            "fitted_lo": int(fitted.min()), "fitted_hi": int(fitted.max()),
+            "extrapolated": not fitted.min() <= PAPER_WIDTH <= fitted.max(),
+            "verdict": verdict, "shift": _shift(b)}
 
 
 def _compute_lines(runs: pd.DataFrame, timing: Mapping[str, object] | None) -> list[str]:
@@ -687,7 +647,7 @@ _ENV = jinja2.Environment(
     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     keep_trailing_newline=True, autoescape=False,
 )
-_ENV.filters.update(f3=_f, g=_g, n=_n, count=_count, pct=_pct)
+_ENV.filters.update(f3=_f, g=_g, n=_n, count=_count, pct=_pct, share=_share)
 
 
 def _render(template: str, context: Mapping[str, Any]) -> str:
@@ -725,6 +685,7 @@ def build_report(runs: pd.DataFrame, figures: Mapping[str, str], fig1_width: int
     n_published = 0 if paper.published is None else len(paper.published)
     context = {
         "paper": {"steps": PAPER_STEPS, "width": PAPER_WIDTH, "alpha_star": PAPER_ALPHA_STAR,
+                  "runs": PAPER_RUNS,
                   "pizza_gs": PAPER_PIZZA[GS], "pizza_di": PAPER_PIZZA[DI],
                   "clock_gs": PAPER_CLOCK[GS], "clock_di": PAPER_CLOCK[DI]},
         "ps": paper_scale,
