@@ -71,6 +71,7 @@ FIGURES = (FIG1, FIG2, LAYERS, ABLATIONS, MLP)
 # Figure 3: (who, role) -> stem. Model A is the pizza, Model B the clock (the authors' naming).
 FIG3 = {("paper", "pizza"): "fig3_paper_model_a_pizza", ("ours", "pizza"): "fig3_model_a_pizza",
         ("paper", "clock"): "fig3_paper_model_b_clock", ("ours", "clock"): "fig3_model_b_clock"}
+_NAMES = {"pizza": "Model A", "clock": "Model B"}
 ALL_FIGURES = (*FIGURES, *FIG3.values(), DYNAMICS)
 # The command that puts each figure's data into the table, named when a figure is not drawn
 # (keys of params.yaml; tests/test_report.py runs each through the params check).
@@ -520,36 +521,20 @@ class PaperInputs:
 def _paper_models_context(models: pd.DataFrame | None) -> dict[str, Any] | None:
     if models is None or models.empty:
         return None
-    rows = []
-    for r in models.sort_values("paper_runid").itertuples():
-        kind = ("" if r.family == "transformer" else f" (attention-free {r.family})")
-        ablation = (" (diff_vocab)" if r.diff_vocab else "") + (" (eqn_sign)" if r.eqn_sign
-                                                                 else "")
-        role = {"p99zdpze5l": " **Model A**", "l8k1hzciux": " **Model B**"}.get(r.paper_runid,
-                                                                                  "")
-        rows.append({"paper_runid": r.paper_runid, "note": role + kind + ablation,
-                     "attn_rate": r.attn_rate, "width": r.width,
-                     "gs": r.gradient_symmetricity_as_published,
-                     "gs_pub": r.gradient_symmetricity_published,
-                     "di": r.distance_irrelevance, "di_pub": r.distance_irrelevance_published,
-                     "di_correct": r.distance_irrelevance_correct, "circ": r.circularity,
-                     "circ_pub": r.circularity_published, "n_circles": r.n_circles,
-                     "phase": r.phase})
-    b = models[models["paper_runid"] == "l8k1hzciux"]
-    model_b = ""
-    if len(b):
-        model_b = (
-            "**Model B's circles.** With the paper's FVE only the first circle of Model B types "
-            "(clock); the others score low for every template. That is the analysis, not the "
-            "model: with one circle kept, most of the variance of Model B's logit tensor is a "
-            "profile over c alone (the logit of each answer, whatever a and b), which no "
-            "template of (a, b, c) explains. Removing each c's mean over (a, b) first "
-            "(`circles.type_from: centred`, columns `fve_*_centred` of "
-            "`metrics/paper_circles.parquet`) types two more clock circles and a pizza circle "
-            "with its accompanying circle: Model B is a clock with a pizza component.")
-    notes = "; for `18c9ev5v5p` (diff_vocab) as the authors evaluated it, b written as token b"
-    return {"rows": rows, "model_b": model_b,
-            "gs_note": notes if (models["diff_vocab"]).any() else ""}
+    roles = {runid: _NAMES[role] for role, runid in PAPER_EXAMPLES.items()}
+    rows = [{"paper_runid": r.paper_runid, "role": roles.get(r.paper_runid),
+             "family": r.family, "diff_vocab": bool(r.diff_vocab), "eqn_sign": bool(r.eqn_sign),
+             "attn_rate": r.attn_rate, "width": r.width,
+             "gs": r.gradient_symmetricity_as_published,
+             "gs_pub": r.gradient_symmetricity_published,
+             "di": r.distance_irrelevance, "di_pub": r.distance_irrelevance_published,
+             "di_correct": r.distance_irrelevance_correct, "circ": r.circularity,
+             "circ_pub": r.circularity_published, "n_circles": r.n_circles,
+             "phase": r.phase}
+            for r in models.sort_values("paper_runid").itertuples()]
+    return {"rows": rows,
+            "has_model_b": bool((models["paper_runid"] == PAPER_EXAMPLES["clock"]).any()),
+            "any_diff_vocab": bool(models["diff_vocab"].any())}
 
 
 def _mid_alpha_context(table: pd.DataFrame | None) -> dict[str, Any] | None:
@@ -575,22 +560,6 @@ def _mid_alpha_context(table: pd.DataFrame | None) -> dict[str, Any] | None:
 # Figure 3.
 
 
-_EXPLAIN = {
-    "pizza": (
-        "Model A (α = 0) is a pizza: clean circles explained by Q_pizza, each with an "
-        "accompanying circle at twice its frequency (Q_acc), and a correct logit that depends "
-        "on a − b through |cos(w(a − b)/2)|: with rows ordered by k(a − b) mod p it is one "
-        "bright band across the middle (low DI). At α = 0 attention is constant: every weight "
-        "is 1."
-    ),
-    "clock": (
-        "Model B (α = 1) is a clock: its embedding is a few clean circles, each explained by "
-        "Q_clock, and its correct logit depends on a + b alone, so the reordered table shows "
-        "no bands along a − b (DI near 1). With full attention the weight each head puts on a "
-        "changes with the inputs."
-    ),
-}
-_NAMES = {"pizza": "Model A", "clock": "Model B"}
 
 
 def _side(who: str, run: pd.Series, run_id: str, circles: pd.DataFrame,
@@ -625,7 +594,7 @@ def examples_context(runs: pd.DataFrame, circles: pd.DataFrame, chosen: dict[str
             row = models.set_index("paper_runid").loc[runid]
             theirs = _side("The authors':", row, runid, paper_circles,
                            figures[FIG3["paper", role]])
-        out.append({"name": _NAMES[role], "role": role, "explain": _EXPLAIN[role],
+        out.append({"name": _NAMES[role], "role": role,
                     "ours": ours, "paper": theirs})
     return out
 
