@@ -199,11 +199,6 @@ def _end(runs: pd.DataFrame, alpha: float) -> dict[str, Any]:
             "n": len(at)}
 
 
-def _not_drawn(stem: str, what: str) -> str:
-    return (f"*Not drawn: the runs table has no {what}.* Produce them with "
-            f"`{PRODUCE[stem]}` (or add the values to `params.yaml`) and `dvc repro`.")
-
-
 def _majority(df: pd.DataFrame, phase: str) -> pd.Series:
     """Attention rates at which ``phase`` holds more than half the runs."""
     share = df.assign(hit=df["phase"] == phase).groupby("attn_rate")["hit"].mean()
@@ -221,30 +216,23 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 def _run_context(runs: pd.DataFrame, main: pd.DataFrame) -> dict[str, Any]:
     t = transformers(runs)
-    parts = [f"{len(main)} one-layer transformers without ablations (figures 1–2)"]
     deeper = unablated(runs)
     deeper = deeper[deeper["n_layers"] != 1]
-    if len(deeper):
-        parts.append(f"{len(deeper)} transformers with {_fmt_list(deeper['n_layers'])} layers")
-    ablated = t[t["diff_vocab"] | t["eqn_sign"]]
-    if len(ablated):
-        parts.append(f"{len(ablated)} transformers with an ablation")
-    mlp = mlp_runs(runs)
-    if len(mlp):
-        parts.append(f"{len(mlp)} attention-free models")
     triples = runs["gs_triples"] if "gs_triples" in runs.columns else pd.Series([100])
-    estimator = ", ".join(("the paper's 100 triples of seed 42" if n == 100 else
-                           "all p³ triples (exact)" if n == 0 else f"{n} triples")
-                          for n in sorted(triples.unique()))
+
     def flag(column: str) -> bool:
         return bool(runs[column].any()) if column in runs.columns else False
 
     return {
-        "n": len(runs), "parts": parts, "p": _fmt_list(runs["p"]),
+        "n": len(runs), "n_main": len(main),
+        "deeper": ({"n": len(deeper), "layers": _fmt_list(deeper["n_layers"])} if len(deeper)
+                   else None),
+        "n_ablated": len(t[t["diff_vocab"] | t["eqn_sign"]]), "n_mlp": len(mlp_runs(runs)),
+        "p": _fmt_list(runs["p"]),
         "split_seed": _fmt_list(runs["split_seed"]), "steps": _fmt_list(runs["steps"]),
         "precision": _fmt_list(runs["precision"]), "act": _fmt_list(runs["act"]),
         "split_per_run": flag("split_per_run"), "init_per_run": flag("init_per_run"),
-        "gs_estimator": estimator,
+        "gs_triples": [int(n) for n in sorted(triples.unique())],
         "grid": None if main.empty else {"alphas": _fmt_list(main["attn_rate"]),
                                          "widths": _fmt_list(main["width"]),
                                          "seeds": _fmt_list(main["seed"])},
@@ -410,25 +398,22 @@ def _boundary_difference(main: pd.DataFrame, b: Boundary | None) -> dict[str, An
             "verdict": verdict, "shift": _shift(b)}
 
 
-def _compute_lines(runs: pd.DataFrame, timing: Mapping[str, object] | None) -> list[str]:
+def _compute_context(runs: pd.DataFrame,
+                     timing: Mapping[str, object] | None) -> dict[str, Any]:
     devices = runs["device"].value_counts().sort_index()
-    hw = "; ".join(f"{n} runs on `{d}`" for d, n in devices.items())
-    lines = [f"- Hardware (the `device` column): {hw}; precision {_fmt_list(runs['precision'])}."]
+    out: dict[str, Any] = {"devices": [{"device": d, "n": n} for d, n in devices.items()],
+                           "precision": _fmt_list(runs["precision"]), "timing": None}
     if timing is None:
-        lines.append("- Wall time is not in the runs table and `metrics/timing.json` is absent; "
-                     "the progress bar of the `train` stage in the `dvc repro` log shows its "
-                     "elapsed time.")
-        return lines
-    total = float(timing["total_wall_s"])  # type: ignore[arg-type]
-    lines.append(f"- Training wall time (`metrics/timing.json`): {_duration(total)} in total.")
+        return out
     groups = timing.get("groups")
-    if isinstance(groups, list) and groups:
-        for g in sorted(groups, key=lambda g: str(g.get("group", ""))):
-            extra = ", ".join(f"{k} {g[k]}" for k in ("n_models", "steps", "device") if k in g)
-            lines.append(f"  - `{g.get('group', '?')}`: "
-                         f"{_duration(float(g.get('wall_s', math.nan)))}"
-                         + (f" ({extra})" if extra else ""))
-    return lines
+    groups = groups if isinstance(groups, list) else []
+    out["timing"] = {
+        "total": float(timing["total_wall_s"]),  # type: ignore[arg-type]
+        "groups": [{"group": g.get("group", "?"), "wall_s": float(g.get("wall_s", math.nan)),
+                    "extra": ", ".join(f"{k} {g[k]}" for k in ("n_models", "steps", "device")
+                                       if k in g)}
+                   for g in sorted(groups, key=lambda g: str(g.get("group", "")))]}
+    return out
 
 
 def _grid_rows(main: pd.DataFrame) -> list[dict[str, Any]]:
@@ -458,16 +443,8 @@ def _dynamics_context(runs: pd.DataFrame, figures: Mapping[str, str],
                      "late": int((g["settle"] >= last).sum())})
     n_late = int((settle["settle"] >= last).sum())
     half = int((settle["settle"] > last / 2).sum())
-    if n_late == 0 and half == 0:
-        verdict = (f"Every run's GS and DI are within 0.02 of their final values by step "
-                   f"{last // 2}: the {_n(last)} steps are long enough for these numbers.")
-    else:
-        verdict = (f"{_count(n_late, 'run')} of {len(settle)} still move by more than 0.02 "
-                   f"at the last snapshot before step {_n(last)}, and {half} settle only in "
-                   f"its second half: at {_n(last)} steps GS and DI are not yet final, so the "
-                   "laptop default shows the trend but not the paper's end values (which "
-                   f"are for {_n(PAPER_STEPS)} steps).")
-    return {"path": figures[DYNAMICS], "last": last, "rows": rows, "verdict": verdict,
+    return {"path": figures[DYNAMICS], "last": last, "rows": rows, "n_late": n_late,
+            "n_second_half": half,
             "n_switched": int(settle["phase_switched"].sum()), "n": len(settle),
             **_per_run_snapshots(main, dynamics)}
 
@@ -616,7 +593,8 @@ _ENV = jinja2.Environment(
     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     keep_trailing_newline=True, autoescape=False,
 )
-_ENV.filters.update(f3=_f, g=_g, n=_n, count=_count, pct=_pct, share=_share)
+_ENV.filters.update(f3=_f, g=_g, n=_n, count=_count, pct=_pct, share=_share,
+                    duration=_duration)
 
 
 def _render(template: str, context: Mapping[str, Any]) -> str:
@@ -674,16 +652,9 @@ def build_report(runs: pd.DataFrame, figures: Mapping[str, str], fig1_width: int
         "ablations": _ablations_context(runs, figures),
         "mlp": _mlp_context(runs, figures),
         "differences": _differences(runs, main, b, fig1_width),
-        "compute": _compute_lines(runs, timing),
+        "compute": _compute_context(runs, timing),
         "grid_table": _grid_rows(main),
-        "not_drawn": {
-            "headline": _not_drawn(FIG1, "such runs"),
-            "fig1": _not_drawn(FIG1, "one-layer transformer runs"),
-            "fig2": _not_drawn(FIG2, "one-layer transformer runs"),
-            "layers": _not_drawn(LAYERS, "transformer runs with 2–4 layers"),
-            "ablations": _not_drawn(ABLATIONS,
-                                    "runs with `diff_vocab` or `eqn_sign` switched on"),
-            "mlp": _not_drawn(MLP, "runs of the attention-free family (models A..X)"),
-        },
+        "produce": {"fig1": PRODUCE[FIG1], "fig2": PRODUCE[FIG2], "layers": PRODUCE[LAYERS],
+                    "ablations": PRODUCE[ABLATIONS], "mlp": PRODUCE[MLP]},
     }
     return _render("report.md.j2", context)
