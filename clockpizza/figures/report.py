@@ -3,11 +3,11 @@
 The report reads like the results section of the paper: what was run, each figure with what it
 shows and the numbers behind it, the fitted phase boundary, the authors' own models and runs
 beside ours, the appendix figures, where our result differs from the paper's and why we think
-so, and the hardware. Its text is the Jinja2 template ``templates/report.md.j2``; each
-``_*_context`` function here computes the numbers of one section and :func:`build_report` renders
-them. The paper's own quoted claims (its §3 and figures 1-2) are the
-constants ``PAPER_*``
-below; every other number is computed from the tables. No dates, no timings taken here:
+so, and the hardware. Its text is the Jinja2 template ``templates/report.md.j2`` (figure 3's
+part ``examples.md.j2``): every sentence is written there, and each ``_*_context`` function here
+computes one section's numbers, flags and short labels (a formatted list of values, a phase
+count), which :func:`build_report` renders. The paper's own quoted claims (its §3 and figures
+1-2) are the constants ``PAPER_*`` below; every other number is computed from the tables. No dates, no timings taken here:
 identical inputs give identical bytes.
 """
 
@@ -175,7 +175,7 @@ def _pct(x: float | None) -> str:
 
 
 def _share(x: float) -> str:
-    """37%, the share of runs the prose states (the tables' :func:`_pct` writes 37 %)."""
+    """37% without a space, as "What was run" and "Where we differ" write a share of runs."""
     return f"{x:.0%}"
 
 
@@ -237,7 +237,8 @@ def _run_context(runs: pd.DataFrame, main: pd.DataFrame) -> dict[str, Any]:
                                          "widths": _fmt_list(main["width"]),
                                          "seeds": _fmt_list(main["seed"])},
         "acc_mean": float(runs["test_acc"].mean()), "acc_min": float(runs["test_acc"].min()),
-        "phase_shares": ", ".join(f"{ph} {(runs['phase'] == ph).mean():.0%}" for ph in PHASES),
+        "phase_shares": ", ".join(f"{ph} {_share((runs['phase'] == ph).mean())}"
+                                  for ph in PHASES),
         "diverged": _diverged_runs(runs),
     }
 
@@ -544,7 +545,7 @@ def _side(who: str, run: pd.Series, run_id: str, circles: pd.DataFrame,
     seed = run.get("seed")
     return {"who": who, "run_id": run_id, "path": path, "alpha": float(run["attn_rate"]),
             "width": int(run["width"]),
-            "seed": "" if seed is None or pd.isna(seed) else f", seed {int(seed)}",
+            "seed": None if seed is None or pd.isna(seed) else int(seed),
             "gs": float(run[GS]), "di": float(run[DI]), "n_circles": int(run["n_circles"]),
             "dominant": run["dominant_circle_type"], "phase": run["phase"],
             "circles": circles_markdown(circles, run_id)}
