@@ -7,8 +7,8 @@ so, and the hardware. Its text is the Jinja2 template ``templates/report.md.j2``
 part ``examples.md.j2``): every sentence is written there, and each ``_*_context`` function here
 computes one section's numbers, flags and short labels (a formatted list of values, a phase
 count), which :func:`build_report` renders. The paper's own quoted claims (its §3 and figures
-1-2) are the constants ``PAPER_*`` below; every other number is computed from the tables. No dates, no timings taken here:
-identical inputs give identical bytes.
+1-2) are the constants ``PAPER_*`` below; every other number is computed from the tables. No
+dates, no timings taken here: identical inputs give identical bytes.
 """
 
 from __future__ import annotations
@@ -270,7 +270,7 @@ def _fig1_context(main: pd.DataFrame, figures: Mapping[str, str], fig1_width: in
     pizza, clock = _majority(at, "pizza"), _majority(at, "clock")
     return {
         "width": w, "path": figures[FIG1], "n": len(at), "asked_width": fig1_width,
-        "n_seeds": at["seed"].nunique(), "n_alphas": at["attn_rate"].nunique(),
+        "n_seeds": int(at["seed"].nunique()), "n_alphas": int(at["attn_rate"].nunique()),
         "nc": int((at["phase"] == "non-circular").sum()),
         "pizza_alphas": _fmt_list(pizza.index.to_series()) if len(pizza) else None,
         "clock_alphas": _fmt_list(clock.index.to_series()) if len(clock) else None,
