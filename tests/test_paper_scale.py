@@ -51,6 +51,14 @@ def ship(folder: Path, runs: pd.DataFrame) -> None:
                                       "widths_done": sorted(set(runs["width"]))})
 
 
+def dry_run_args(tmp_path: Path) -> tuple[Path, list[str]]:
+    """The tables' folder and the arguments of a dry run of paper_cpu_narrow with its weights
+    apart (as a helper process shares them)."""
+    out = tmp_path / "out"
+    return out, ["--preset", "paper_cpu_narrow", "--out", str(out), "--runs",
+                 str(tmp_path / "weights"), "--dry-run", "--params", str(ROOT / "params.yaml")]
+
+
 @pytest.fixture
 def results(tmp_path: Path) -> Path:
     root = tmp_path / "results"
@@ -147,9 +155,7 @@ def test_the_tool_refuses_to_mix_two_grids_in_one_folder(tmp_path: Path,
 
 def test_a_second_process_shares_the_work_and_its_runs_keep_their_provenance(
         tmp_path: Path) -> None:
-    out, runs = tmp_path / "out", tmp_path / "weights"
-    base = ["--preset", "paper_cpu_narrow", "--out", str(out), "--runs", str(runs),
-            "--dry-run", "--params", str(ROOT / "params.yaml")]
+    out, base = dry_run_args(tmp_path)
     assert paper_scale.main([*base, "--widths", "16", "--train-only"]) == 0
     assert not out.exists()  # a helper writes no table and no record of the folder
     assert paper_scale.main(base) == 0
@@ -164,9 +170,7 @@ def test_a_second_process_shares_the_work_and_its_runs_keep_their_provenance(
 
 def test_measure_only_writes_the_finished_widths_and_keeps_the_training_record(
         tmp_path: Path) -> None:
-    out, runs = tmp_path / "out", tmp_path / "weights"
-    base = ["--preset", "paper_cpu_narrow", "--out", str(out), "--runs", str(runs),
-            "--dry-run", "--params", str(ROOT / "params.yaml")]
+    out, base = dry_run_args(tmp_path)
     assert paper_scale.main([*base, "--widths", "8", "--train-only"]) == 0
     assert paper_scale.main([*base, "--measure-only"]) == 0  # width 16 not trained yet
     meta = json.loads((out / "meta.json").read_text())
@@ -196,9 +200,7 @@ def test_the_section_renders_without_width_128(results: Path) -> None:
 
 def test_two_processes_split_one_group_by_attention_rate_and_by_seed(tmp_path: Path) -> None:
     # the dry run has one seed, so its (width, seed) groups can only be shared by α
-    out, runs = tmp_path / "out", tmp_path / "weights"
-    base = ["--preset", "paper_cpu_narrow", "--out", str(out), "--runs", str(runs),
-            "--dry-run", "--params", str(ROOT / "params.yaml")]
+    out, base = dry_run_args(tmp_path)
     assert paper_scale.main([*base, "--attn-rates", "0.0", "--train-only"]) == 0
     assert paper_scale.main([*base, "--measure-only"]) == 0  # the other rates still missing
     assert not (out / "runs.parquet").exists()
