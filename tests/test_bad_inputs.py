@@ -9,6 +9,7 @@ import copy
 import importlib.util
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -395,9 +396,12 @@ def test_ctrl_c_in_a_real_stage_process(tmp_path: Path) -> None:
     script.write_text("import time\nfrom clockpizza.io.cli import run_stage\n"
                       "def main():\n    print('ready', flush=True)\n    time.sleep(60)\n"
                       "run_stage('train', main)\n")
+    # A shell's background job (`pytest … &`) starts with SIGINT ignored, and a child inherits
+    # that; give the stage the default handling a terminal's Ctrl-C meets.
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout and proc.stdout.readline().strip() == "ready"
     proc.send_signal(2)  # SIGINT, what Ctrl-C sends
     _, err = proc.communicate(timeout=30)
