@@ -213,6 +213,10 @@ def test_two_processes_split_one_group_by_attention_rate_and_by_seed(tmp_path: P
     by = pd.read_parquet(out / "provenance.parquet").set_index("attn_rate")["trained_by"]
     assert by.loc[0.0].str.contains("--attn-rates 0.0 ").all()
     assert not by.loc[[0.5, 1.0]].str.contains("--attn-rates 0.0 ").any()
+    readme = (out / "README.md").read_text()  # names both commands that trained its runs
+    assert "- 2 runs of width 8, 16 in " in readme and "- 4 runs of width 8, 16 in " in readme
+    assert "--attn-rates 0.0 --train-only`" in readme
+    assert "--attn-rates 0.5 1.0 --seeds 0 --train-only`" in readme
 
 
 def test_a_partial_share_is_refused_by_name_before_any_work(

@@ -277,7 +277,7 @@ def run(params: Params, out: Path, runs_root: Path, *, command: str,
                          "threads": torch.get_num_threads(), "commit_last": commit,
                          "torch": torch.__version__, "python": platform.python_version()})
             write_json(meta_path, meta)
-            write_text(out / "README.md", results_readme(out, meta, params))
+            write_text(out / "README.md", results_readme(out, meta, params, prov))
             log(f"[paper_scale] width {width}: {len(trained)} runs trained "
                 f"({train_s:.0f} s), tables of widths {done} in {out}")
     return meta
@@ -288,13 +288,22 @@ _TEMPLATES = jinja2.Environment(
     lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
 
 
-def results_readme(out: Path, meta: dict[str, Any], params: Params) -> str:
-    """The folder's README: what made it, what is done, where it ran."""
+def results_readme(out: Path, meta: dict[str, Any], params: Params,
+                   provenance: pd.DataFrame) -> str:
+    """The folder's README: what made it, what is done, where it ran, and the other commands
+    that trained some of its runs (``--train-only`` helpers), as ``provenance`` records them."""
+    helpers = []
+    for cmd, g in provenance[provenance["trained_by"] != meta["command"]].groupby(
+            "trained_by", sort=True):
+        chunks = g.drop_duplicates(["width", "seed", "chunk_wall_s", "chunk_models"])
+        helpers.append({"command": cmd, "runs": len(g),
+                        "widths": sorted(int(w) for w in g["width"].unique()),
+                        "hours": float(chunks["chunk_wall_s"].sum()) / 3600})
     return _TEMPLATES.get_template("results_readme.md.j2").render(
         out=out.name, complete=set(meta["widths_done"]) == set(params.width),
         grid=meta["preset_grid"], command=meta["command"], widths_done=meta["widths_done"],
         device=meta["device"], cpu=meta["cpu"], torch=meta["torch"], python=meta["python"],
-        wall_s=meta["wall_s"])
+        wall_s=meta["wall_s"], helpers=helpers)
 
 
 def main(argv: list[str] | None = None) -> int:
