@@ -107,6 +107,9 @@ def test_the_section_compares_width_128_with_the_paper_and_says_what_made_it(
     assert report.index("## Paper scale") < report.index("# Your run")
     assert f"{summary['paper_tenths']['within']} of 10 tenths match" in report
     assert "| `results/w128` | 11 | 128 | 0 | 11 | 20 000 |" in report
+    # every planted run was trained by a process other than the folder's command
+    assert "(and 1 more process sharing its training, named in `results/narrow/README.md`)" \
+        in report
     assert f"![paper-scale figure 2](figures/{PS_FIG2}.png)" in report
 
 

@@ -58,7 +58,7 @@ def _source_row(s: Mapping[str, Any]) -> dict[str, Any]:
         "engine": "/".join(s["engines"]) + ", " + "/".join(s["precisions"]),
         "hours": s["train_hours"], "commits": ", ".join(c[:10] + ("+dirty" if "dirty" in c else "")
                                                         for c in s["commits"]),
-        "command": s["command"],
+        "command": s["command"], "helpers": s.get("helper_commands", 0),
     }
 
 

@@ -85,6 +85,8 @@ def provenance_summary(s: Shipped) -> dict[str, Any]:
     chunks = p.drop_duplicates(["width", "seed", "chunk_wall_s", "chunk_models"])
     return {
         "name": s.name, "command": s.meta.get("command", ""), "runs": len(s.runs),
+        # --train-only processes that shared the training (the folder's README names them)
+        "helper_commands": len(set(p["trained_by"]) - {s.meta.get("command", "")}),
         "widths": sorted(int(w) for w in s.runs["width"].unique()),
         "seeds": sorted(int(x) for x in s.runs["seed"].unique()),
         "attn_rates": len(s.runs["attn_rate"].unique()),
