@@ -43,6 +43,7 @@ from clockpizza.results.paper_compare import (
 from clockpizza.results.phases import summarize
 from clockpizza.results.shipped import (
     combined_runs,
+    live_against_shipped,
     paper_scale_summary,
     read_shipped,
     shipped_folders,
@@ -62,6 +63,7 @@ PS_RUNS, PS_SUMMARY = "metrics/paper_scale_runs.parquet", "metrics/paper_scale.j
 PS_BOUNDARY = "metrics/paper_scale_boundary.json"
 PAPER_MODELS, PUBLISHED_PHASES = "metrics/paper_models.parquet", "metrics/published_phases.json"
 MID_ALPHA = "metrics/mid_alpha.parquet"
+
 
 def _csv(df: pd.DataFrame) -> str:
     return df.to_csv(index=False, float_format="%.6f", lineterminator="\n")
@@ -87,7 +89,8 @@ def main() -> None:
                            boot_seed=params.boundary.boot_seed) if len(ps_runs) else None
     write_table(PS_RUNS, ps_runs, PAPER_SCALE_SCHEMA)
     write_json(PS_BOUNDARY, boundary_to_json(ps_boundary))
-    write_json(PS_SUMMARY, paper_scale_summary(shipped, ps_runs, ps_boundary, published, rule))
+    write_json(PS_SUMMARY, paper_scale_summary(shipped, ps_runs, ps_boundary, published, rule)
+               | {"your_run": live_against_shipped(runs, shipped)})
 
     measured = read_table(PAPER_MEASURED, PAPER_MEASURED_SCHEMA, "paper_models")
     write_table(PAPER_MODELS, label_paper_models(measured, rule), PAPER_MODELS_SCHEMA)

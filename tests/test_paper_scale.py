@@ -24,6 +24,7 @@ from clockpizza.results.boundary import fit_main
 from clockpizza.results.paper_compare import read_published_runs
 from clockpizza.results.shipped import (
     combined_runs,
+    live_against_shipped,
     paper_scale_summary,
     read_shipped,
     shipped_folders,
@@ -281,3 +282,33 @@ def test_the_section_follows_the_pizzas_di_over_training_and_counts_unlearned_ru
         unlearned[int(w)] += 1
     assert (f"{unlearned[32]} of 22 at width 32; {unlearned[64]} of 22 at width 64; "
             "0 of 11 at width 128.") in report
+
+
+def test_your_run_is_set_beside_the_shipped_runs_at_your_length_and_at_theirs(
+        results: Path) -> None:
+    narrow = results / "narrow"
+    shipped_runs = pd.read_parquet(narrow / "runs.parquet")
+    shipped_runs[["gradient_symmetricity", "distance_irrelevance"]] = [0.6, 0.9]  # the end
+    shipped_runs.to_parquet(narrow / "runs.parquet")
+    # snapshots at 3 000 and 5 000: 4 000 steps is as near to both, the later one is taken
+    rows = [{**{c: 0.0 for c in DYNAMICS_SCHEMA.names}, "run_id": rid, "step": step,
+             "gradient_symmetricity": gs, "distance_irrelevance": 0.5, "phase": "pizza"}
+            for rid in shipped_runs["run_id"] for step, gs in ((3000, 0.1), (5000, 0.8))]
+    write_table(narrow / "dynamics.parquet", pd.DataFrame(rows), DYNAMICS_SCHEMA)
+    shipped = [read_shipped(f, PARAMS.phase) for f in shipped_folders(results)]
+    # a shared-start grid at 4 000 steps, two of its α on the shipped tenths, one (0.45) not
+    live = make_runs(alphas=[0.0, 0.45, 1.0], widths=(32, 64), seeds=(0, 1), steps=4000)
+    live[["gradient_symmetricity", "distance_irrelevance"]] = [0.9, 0.5]
+    yours = live_against_shipped(live, shipped)
+    assert yours["snapshot"] == 5000 and yours["cells"] == 4 and not yours["same_protocol"]
+    assert yours["mean_abs_near"] == {"gs": 0.1, "di": 0.0}
+    assert yours["mean_abs_end"] == {"gs": 0.3, "di": 0.4}
+    runs = combined_runs(shipped)
+    summary = paper_scale_summary(shipped, runs, None, PUBLISHED, PARAMS.phase)
+    ctx = paper_scale_context(runs, json.loads(json.dumps({**summary, "your_run": yours})), {},
+                              PUBLISHED)
+    report = build_report(make_runs(), {}, 128, paper_scale=ctx)
+    assert "At about your length the medians differ by 0.10 in GS and 0.00 in DI" in report
+    assert "your shared start and split against each run its own weights and split" in report
+    assert "| 64 | 1 | 2 | 0.900 / 0.500 | 0.800 / 0.500 | 0.600 / 0.900 (2) |" in report
+    assert live_against_shipped(live.assign(attn_rate=0.45), shipped) == {}  # no shared cell

@@ -72,7 +72,7 @@ def paper_scale_context(runs: pd.DataFrame, summary: Mapping[str, Any],
                            "sources": [_source_row(s) for s in summary.get("sources", [])],
                            "fig1": None, "fig2": None, "tenths": None, "medians": None,
                            "boundary": None, "pizza_di": None, "pizza_di_steps": None,
-                           "unlearned": []}
+                           "unlearned": [], "your_run": None}
     if main.empty:
         return ctx
     widths = sorted(int(w) for w in main["width"].unique())
@@ -117,5 +117,9 @@ def paper_scale_context(runs: pd.DataFrame, summary: Mapping[str, Any],
     ctx["unlearned"] = [{"width": int(w), **v} for w, v in
                         sorted(summary.get("unlearned_by_width", {}).items(),
                                key=lambda kv: int(kv[0]))]
+    yours = summary.get("your_run") or {}
+    ctx["your_run"] = {**yours, "rows": [
+        {**r, **{k: _f(r[k]) for k in ("gs", "di", "gs_near", "di_near", "gs_end", "di_end")}}
+        for r in yours["rows"]]} if yours else None
     ctx["gs"], ctx["di"] = GS, DI
     return ctx

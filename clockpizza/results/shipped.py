@@ -166,3 +166,47 @@ def pizza_di_by_step(shipped: list[Shipped]) -> dict[str, Any]:
     snaps = snaps[snaps["step"] >= 1000]
     return {str(w): {str(int(step)): _r(x) for step, x in g.groupby("step")[DI].median().items()}
             for w, g in snaps.groupby("width")}
+
+
+def _cell_key(width: object, alpha: object) -> tuple[int, float]:
+    return int(width), round(float(alpha), 6)  # type: ignore[arg-type]
+
+
+def live_against_shipped(live: pd.DataFrame, shipped: list[Shipped]) -> dict[str, Any]:
+    """The live grid's (width, α) medians beside the shipped runs' at the cells both have: at
+    the shipped snapshot nearest the live run's length (at about that length, what the protocol
+    changes, when the two differ in protocol) and at their end (protocol and length together).
+    Empty when no cell is shared or the shipped runs have no snapshots."""
+    mine = main_runs(live)
+    frames = [s.dynamics.merge(main_runs(s.runs)[["run_id", "width", "attn_rate"]], on="run_id")
+              for s in shipped]
+    frames = [f for f in frames if len(f)]
+    if mine.empty or not frames:
+        return {}
+    theirs = main_runs(combined_runs(shipped))
+    snaps = pd.concat(frames, ignore_index=True)
+    steps = int(mine["steps"].max())
+    near = int(min(sorted(snaps["step"].unique()), key=lambda s: (abs(s - steps), -s)))
+    snaps = snaps[snaps["step"] == near]
+    by = {name: {_cell_key(w, a): g for (w, a), g in t.groupby(["width", "attn_rate"])}
+          for name, t in (("mine", mine), ("near", snaps), ("end", theirs))}
+    rows = []
+    for key in sorted(set(by["mine"]) & set(by["near"]) & set(by["end"])):
+        m, n, e = by["mine"][key], by["near"][key], by["end"][key]
+        rows.append({"width": key[0], "attn_rate": key[1], "runs": len(m),
+                     "gs": _r(m[GS].median()), "di": _r(m[DI].median()),
+                     "paper_runs": len(e), "gs_near": _r(n[GS].median()),
+                     "di_near": _r(n[DI].median()), "gs_end": _r(e[GS].median()),
+                     "di_end": _r(e[DI].median())})
+    if not rows:
+        return {}
+    t = pd.DataFrame(rows)
+    own = bool(mine["init_per_run"].all() and mine["split_per_run"].all())
+    return {"steps": steps, "snapshot": near, "own_weights_and_split": own,
+            "same_protocol": own == bool(theirs["init_per_run"].all()
+                                         and theirs["split_per_run"].all()),
+            "cells": len(t), "rows": rows,
+            "mean_abs_near": {"gs": _r((t["gs"] - t["gs_near"]).abs().mean()),
+                              "di": _r((t["di"] - t["di_near"]).abs().mean())},
+            "mean_abs_end": {"gs": _r((t["gs"] - t["gs_end"]).abs().mean()),
+                             "di": _r((t["di"] - t["di_end"]).abs().mean())}}
