@@ -60,6 +60,16 @@ def dry_run_args(tmp_path: Path) -> tuple[Path, list[str]]:
                  str(tmp_path / "weights"), "--dry-run", "--params", str(ROOT / "params.yaml")]
 
 
+def section(results: Path) -> tuple[dict, str]:
+    """The summarise stage's paper_scale.json and the report's text, from a results folder."""
+    shipped = [read_shipped(f, PARAMS.phase) for f in shipped_folders(results)]
+    runs = combined_runs(shipped)
+    summary = paper_scale_summary(shipped, runs, fit_main(runs, n_boot=0), PUBLISHED,
+                                  PARAMS.phase)
+    ctx = paper_scale_context(runs, json.loads(json.dumps(summary)), {}, PUBLISHED)
+    return summary, build_report(make_runs(), {}, 128, paper_scale=ctx)
+
+
 @pytest.fixture
 def results(tmp_path: Path) -> Path:
     root = tmp_path / "results"
@@ -192,12 +202,7 @@ def test_the_section_renders_without_width_128(results: Path) -> None:
     (results / "w128" / "runs.parquet").unlink()
     for f in ("dynamics.parquet", "provenance.parquet", "meta.json"):
         (results / "w128" / f).unlink()
-    shipped = [read_shipped(f, PARAMS.phase) for f in shipped_folders(results)]
-    runs = combined_runs(shipped)
-    summary = paper_scale_summary(shipped, runs, fit_main(runs, n_boot=0), PUBLISHED,
-                                  PARAMS.phase)
-    ctx = paper_scale_context(runs, json.loads(json.dumps(summary)), {}, PUBLISHED)
-    report = build_report(make_runs(), {}, 128, paper_scale=ctx)
+    _, report = section(results)
     assert "## Paper scale" in report and "tenths match" not in report
     assert "| `results/narrow` | 44 |" in report
 
@@ -267,12 +272,7 @@ def test_the_section_follows_the_pizzas_di_over_training_and_counts_unlearned_ru
             for rid in runs["run_id"] for step, di in ((500, 0.9), (1000, 0.2), (5000, 0.4),
                                                         (20000, 0.8))]
     write_table(narrow / "dynamics.parquet", pd.DataFrame(rows), DYNAMICS_SCHEMA)
-    shipped = [read_shipped(f, PARAMS.phase) for f in shipped_folders(results)]
-    all_runs = combined_runs(shipped)
-    summary = paper_scale_summary(shipped, all_runs, fit_main(all_runs, n_boot=0), PUBLISHED,
-                                  PARAMS.phase)
-    ctx = paper_scale_context(all_runs, json.loads(json.dumps(summary)), {}, PUBLISHED)
-    report = build_report(make_runs(), {}, 128, paper_scale=ctx)
+    _, report = section(results)
     assert "| width | step 1 000 | step 5 000 | step 20 000 |" in report
     assert "| 32 | 0.200 | 0.400 | 0.800 |" in report and "| 64 | 0.200 | 0.400 | 0.800 |" in report
     over_training = report.split("over training")[1].split("Runs below")[0]
