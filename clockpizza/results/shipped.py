@@ -78,11 +78,17 @@ def combined_runs(shipped: list[Shipped]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def train_hours(provenance: pd.DataFrame) -> float:
+    """The wall time that trained these runs, in hours: each batch of models (a chunk: one
+    width and seed, its wall time and size) counted once, not once per run."""
+    chunks = provenance.drop_duplicates(["width", "seed", "chunk_wall_s", "chunk_models"])
+    return float(chunks["chunk_wall_s"].sum()) / 3600
+
+
 def provenance_summary(s: Shipped) -> dict[str, Any]:
     """What made a results folder, in one record: the command, the grid, the machine, the
     training wall time (each chunk counted once) and the commits."""
     p = s.provenance
-    chunks = p.drop_duplicates(["width", "seed", "chunk_wall_s", "chunk_models"])
     return {
         "name": s.name, "command": s.meta.get("command", ""), "runs": len(s.runs),
         # --train-only processes that shared the training (the folder's README names them)
@@ -96,7 +102,7 @@ def provenance_summary(s: Shipped) -> dict[str, Any]:
         "devices": sorted(set(p["device"])), "cpus": sorted(set(p["cpu"])),
         "threads": sorted(int(t) for t in set(p["threads"])),
         "engines": sorted(set(p["engine"])), "precisions": sorted(set(p["precision"])),
-        "train_hours": round(float(chunks["chunk_wall_s"].sum()) / 3600, 2),
+        "train_hours": round(train_hours(p), 2),
         "commits": sorted(set(p["commit"])), "torch": sorted(set(p["torch"])),
         "widths_done": s.meta.get("widths_done", []),
     }
@@ -153,17 +159,24 @@ def paper_scale_summary(shipped: list[Shipped], runs: pd.DataFrame, boundary: Bo
     return out
 
 
+def _main_snapshots(shipped: list[Shipped]) -> pd.DataFrame:
+    """Every shipped main run's snapshots with the run's width, α and final phase
+    (``end_phase``); each folder's snapshots meet its own runs only."""
+    frames = [s.dynamics.merge(main_runs(s.runs)[["run_id", "width", "attn_rate", "phase"]]
+                               .rename(columns={"phase": "end_phase"}), on="run_id")
+              for s in shipped]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=["run_id", "step", "width", "attn_rate", "end_phase", GS, DI])
+    return pd.concat(frames, ignore_index=True)
+
+
 def pizza_di_by_step(shipped: list[Shipped]) -> dict[str, Any]:
     """Per width, the median DI over training of the runs that end as pizzas: whether a longer
     run would bring their DI towards the paper's or away from it. Steps from 1 000 on (before,
-    most runs have not yet learned). Each folder's snapshots meet its own runs only."""
-    frames = []
-    for s in shipped:
-        pizzas = main_runs(s.runs)
-        pizzas = pizzas.loc[pizzas["phase"] == "pizza", ["run_id", "width"]]
-        frames.append(s.dynamics.merge(pizzas, on="run_id"))
-    snaps = pd.concat([f for f in frames if len(f)] or [pd.DataFrame(columns=["step", "width"])])
-    snaps = snaps[snaps["step"] >= 1000]
+    most runs have not yet learned)."""
+    snaps = _main_snapshots(shipped)
+    snaps = snaps[(snaps["end_phase"] == "pizza") & (snaps["step"] >= 1000)]
     return {str(w): {str(int(step)): _r(x) for step, x in g.groupby("step")[DI].median().items()}
             for w, g in snaps.groupby("width")}
 
@@ -177,14 +190,10 @@ def live_against_shipped(live: pd.DataFrame, shipped: list[Shipped]) -> dict[str
     the shipped snapshot nearest the live run's length (at about that length, what the protocol
     changes, when the two differ in protocol) and at their end (protocol and length together).
     Empty when no cell is shared or the shipped runs have no snapshots."""
-    mine = main_runs(live)
-    frames = [s.dynamics.merge(main_runs(s.runs)[["run_id", "width", "attn_rate"]], on="run_id")
-              for s in shipped]
-    frames = [f for f in frames if len(f)]
-    if mine.empty or not frames:
+    mine, snaps = main_runs(live), _main_snapshots(shipped)
+    if mine.empty or snaps.empty:
         return {}
     theirs = main_runs(combined_runs(shipped))
-    snaps = pd.concat(frames, ignore_index=True)
     steps = int(mine["steps"].max())
     near = int(min(sorted(snaps["step"].unique()), key=lambda s: (abs(s - steps), -s)))
     snaps = snaps[snaps["step"] == near]

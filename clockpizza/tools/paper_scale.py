@@ -62,6 +62,7 @@ from clockpizza.io.table import (
 )
 from clockpizza.results.boundary import boundary_to_json, fit_main
 from clockpizza.results.phases import summarize
+from clockpizza.results.shipped import train_hours
 from clockpizza.science.data import make_dataset
 from clockpizza.science.grid import run_dir, split_reused, train_grid
 from clockpizza.science.spec import group_specs
@@ -295,10 +296,9 @@ def results_readme(out: Path, meta: dict[str, Any], params: Params,
     helpers = []
     for cmd, g in provenance[provenance["trained_by"] != meta["command"]].groupby(
             "trained_by", sort=True):
-        chunks = g.drop_duplicates(["width", "seed", "chunk_wall_s", "chunk_models"])
         helpers.append({"command": cmd, "runs": len(g),
                         "widths": sorted(int(w) for w in g["width"].unique()),
-                        "hours": float(chunks["chunk_wall_s"].sum()) / 3600})
+                        "hours": train_hours(g)})
     return _TEMPLATES.get_template("results_readme.md.j2").render(
         out=out.name, complete=set(meta["widths_done"]) == set(params.width),
         grid=meta["preset_grid"], command=meta["command"], widths_done=meta["widths_done"],
