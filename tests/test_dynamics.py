@@ -152,13 +152,13 @@ def test_snapshot_steps_of_the_params() -> None:
 
 
 def test_the_figure_and_the_report_show_the_dynamics(trained) -> None:
-    from clockpizza.figures.report import DYNAMICS, build_report, draw_figures
+    from clockpizza.figures.report import DYNAMICS, build_report, figure_recipes
 
     _, _, tables = trained
-    figs = draw_figures(tables.runs, fig1_width=128, boundary=fit_main(tables.runs, n_boot=0),
-                        dynamics=tables.dynamics)
+    figs = figure_recipes(tables.runs, fig1_width=128, boundary=fit_main(tables.runs, n_boot=0),
+                          dynamics=tables.dynamics)
     assert DYNAMICS in figs
-    gs_lines = [ln for ax in figs[DYNAMICS].axes for ln in ax.get_lines()
+    gs_lines = [ln for ax in figs[DYNAMICS]().axes for ln in ax.get_lines()
                 if ln.get_gid() and ln.get_gid().startswith("gradient_symmetricity-alpha-")]
     assert len(gs_lines) == 3  # one per attention rate
     assert list(gs_lines[0].get_xdata()) == STEPS

@@ -14,7 +14,7 @@ from matplotlib.lines import Line2D
 
 from clockpizza.figures import plots
 from clockpizza.figures import plots_appendix as pa
-from clockpizza.figures.report import ABLATIONS, FIG1, FIG2, FIGURES, LAYERS, MLP, draw_figures
+from clockpizza.figures.report import ABLATIONS, FIG1, FIG2, FIGURES, LAYERS, MLP, figure_recipes
 from clockpizza.results.boundary import fit_boundary, fit_main
 
 GS, DI = "gradient_symmetricity", "distance_irrelevance"
@@ -247,7 +247,7 @@ def test_mlp_figure_bars_are_means_and_points_are_runs(full: pd.DataFrame) -> No
 
 def test_figures_without_data_are_not_drawn(full: pd.DataFrame) -> None:
     def drawn(runs: pd.DataFrame) -> set[str]:
-        return set(draw_figures(runs, fig1_width=128, boundary=fit_main(runs, n_boot=0)))
+        return set(figure_recipes(runs, fig1_width=128, boundary=fit_main(runs, n_boot=0)))
 
     assert drawn(make_runs(legacy=True)) == {FIG1, FIG2}
     assert drawn(full) == set(FIGURES)

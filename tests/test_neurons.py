@@ -29,8 +29,8 @@ from clockpizza.figures.plots_neurons import NEURON_FIGURES
 from clockpizza.figures.report import build_report
 from clockpizza.figures.report_neurons import (
     NeuronInputs,
-    draw_neuron_figures,
     load_neuron_inputs,
+    neuron_recipes,
     neurons_context,
 )
 from clockpizza.io.params import NeuronsConfig, ParamsError, parse_params
@@ -245,7 +245,7 @@ def ctx_text_of(ctx: dict) -> str:
 def test_report_section_states_what_the_tables_hold(tmp_path: Path) -> None:
     runs = make_runs(seed=3)
     inputs = fake_neuron_tables(runs)
-    figures = draw_neuron_figures(inputs, runs, CFG, fit_main(runs, n_boot=0))
+    figures = neuron_recipes(inputs, runs, CFG, fit_main(runs, n_boot=0))
     assert set(figures) == set(NEURON_FIGURES)
     paths = {stem: f"figures/{stem}.png" for stem in figures}
     ctx = neurons_context(inputs, runs, paths, CFG)
@@ -263,11 +263,11 @@ def test_report_section_states_what_the_tables_hold(tmp_path: Path) -> None:
         assert f"](figures/{stem}.png)" in text
     assert "Two stories" not in build_report(runs, {}, 128)  # no tables, no section
     assert "Model A" not in ctx_text_of(ctx)  # no tables of the authors' models: not named
-    first = {stem: [p.read_bytes() for p in save(fig, tmp_path / "a" / stem)]
-             for stem, fig in figures.items()}
-    again = draw_neuron_figures(inputs, runs, CFG, fit_main(runs, n_boot=0))
-    assert {stem: [p.read_bytes() for p in save(fig, tmp_path / "b" / stem)]
-            for stem, fig in again.items()} == first
+    first = {stem: [p.read_bytes() for p in save(draw(), tmp_path / "a" / stem)]
+             for stem, draw in figures.items()}
+    again = neuron_recipes(inputs, runs, CFG, fit_main(runs, n_boot=0))
+    assert {stem: [p.read_bytes() for p in save(draw(), tmp_path / "b" / stem)]
+            for stem, draw in again.items()} == first
 
 
 def test_the_tables_the_neurons_stage_writes_are_read_back(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from clockpizza.figures.paper_scale import (
     PS_FIG1,
     PS_FIG2,
     paper_scale_context,
-    paper_scale_figures,
+    paper_scale_recipes,
 )
 from clockpizza.figures.report import build_report
 from clockpizza.io.params import parse_params
@@ -110,7 +110,7 @@ def test_the_section_compares_width_128_with_the_paper_and_says_what_made_it(
         round(100 * (32 + 32 + 64 + 64) / 3600, 2), round(100 * 128 / 3600, 2)]
     assert summary["paper_tenths"]["compared"] == 10
     assert set(summary["transition_by_width"]) == {"32", "64", "128"}
-    figures = paper_scale_figures(runs, b, PUBLISHED)
+    figures = paper_scale_recipes(runs, b, PUBLISHED)
     assert set(figures) == {PS_FIG1, PS_FIG2}
     paths = {stem: f"figures/{stem}.png" for stem in figures}
     ctx = paper_scale_context(runs, json.loads(json.dumps(summary)), paths, PUBLISHED)

@@ -17,7 +17,9 @@ import yaml
 
 from clockpizza.figures import plots
 from clockpizza.figures.example_plots import example_figure
+from clockpizza.figures.paper_scale import PS_FIG2
 from clockpizza.figures.plots_neurons import NEURON_FIGURES
+from clockpizza.figures.report import FIG2
 from clockpizza.io.table import CIRCLES_SCHEMA, EXAMPLE_TABLES, NEURON_TABLES, RUNS_SCHEMA
 from clockpizza.results.boundary import boundary_from_json, fit_main
 from clockpizza.results.paper_compare import read_published_runs
@@ -255,8 +257,12 @@ def test_a_boundary_or_phase_change_reruns_only_the_cheap_stages(repo: Path) -> 
     measured = (repo / "metrics/measured.parquet").read_bytes()
     try:
         set_params(repo, boundary__n_boot=7)
-        ran = set(re.findall(r"Running stage '(\w+)'", run(["dvc", "repro"], repo).stdout))
+        out = run(["dvc", "repro"], repo).stdout
+        ran = set(re.findall(r"Running stage '(\w+)'", out))
         assert ran == {"check", "summarise", "render"}, ran
+        # and render draws again only what shows a bootstrap: the phase diagrams
+        drawn = re.search(r"drawn: (.*) \(\d+ unchanged", out).group(1)
+        assert set(drawn.split(", ")) <= {"none", FIG2, PS_FIG2}, drawn
         # (this tiny grid has too few runs of each phase for a boundary: nothing else changes)
         # A phase threshold: summarise relabels ours and the paper's side; render only reads;
         # mechanism reruns only if a label changed (it picks figure 3's runs by label).

@@ -10,12 +10,12 @@ the published runs.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import pandas as pd
-from matplotlib.figure import Figure
 
-from clockpizza.figures.plots import DI, GS, fixed_width, phase_diagram
+from clockpizza.figures.plots import DI, GS, FigureRecipe, fixed_width, phase_diagram
 from clockpizza.results.boundary import Boundary
 from clockpizza.results.paper_compare import PAPER_WIDTH, medians_by_width, tenth_table
 from clockpizza.results.selection import main_runs
@@ -27,16 +27,16 @@ PS_COMMAND = ("python -m clockpizza.tools.paper_scale --preset paper_cpu_narrow 
               "--out results/paper_cpu_narrow")
 
 
-def paper_scale_figures(runs: pd.DataFrame, boundary: Boundary | None,
-                        published: pd.DataFrame | None) -> dict[str, Figure]:
-    """Figure 1 at the shipped width nearest 128 and figure 2 over the shipped widths; none
-    without shipped one-layer runs."""
+def paper_scale_recipes(runs: pd.DataFrame, boundary: Boundary | None,
+                        published: pd.DataFrame | None) -> dict[str, FigureRecipe]:
+    """Figure 1 at the shipped width nearest 128 and figure 2 over the shipped widths, not yet
+    drawn; none without shipped one-layer runs."""
     main = main_runs(runs)
     if main.empty:
         return {}
-    out = {PS_FIG1: fixed_width(main, PAPER_WIDTH, published)}
+    out = {PS_FIG1: partial(fixed_width, main, PAPER_WIDTH, published)}
     if main["width"].nunique() > 1:
-        out[PS_FIG2] = phase_diagram(main, boundary)
+        out[PS_FIG2] = partial(phase_diagram, main, boundary)
     return out
 
 

@@ -7,6 +7,7 @@ that are byte-identical for identical data (no dates, fixed SVG hash salt, Agg b
 from __future__ import annotations
 
 import textwrap
+from functools import partial
 from pathlib import Path
 
 import matplotlib as mpl
@@ -24,6 +25,10 @@ from clockpizza.results.selection import main_runs, nearest_width
 
 GS, DI = "gradient_symmetricity", "distance_irrelevance"
 LABELS = {GS: "gradient symmetricity", DI: "distance irrelevance", "attn_rate": "attention rate α"}
+# A figure not yet drawn: a plotting function of this package with the tables it draws
+# (``partial(fixed_width, runs, 128, published)``); calling it draws. The render stage keys each
+# figure's bytes by its recipe (clockpizza.figures.cache) and draws only what changed.
+FigureRecipe = partial[Figure]
 CMAP = "viridis"
 SORT = ["width", "attn_rate", "seed", "run_id"]
 BOUNDARY_COLOUR = "crimson"

@@ -10,26 +10,27 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from matplotlib.figure import Figure
 
 from clockpizza.figures.example_plots import example_figure
-from clockpizza.figures.paper_scale import paper_scale_context, paper_scale_figures
+from clockpizza.figures.paper_scale import paper_scale_context, paper_scale_recipes
+from clockpizza.figures.plots import FigureRecipe
 from clockpizza.figures.report import (
     FIG3,
     PaperInputs,
     build_report,
-    draw_figures,
     examples_context,
+    figure_recipes,
     load_timing,
 )
 from clockpizza.figures.report_neurons import (
     NeuronInputs,
-    draw_neuron_figures,
     load_neuron_inputs,
+    neuron_recipes,
     neurons_context,
 )
 from clockpizza.io.params import NeuronsConfig
@@ -122,29 +123,30 @@ def load_render_inputs(root: str | Path = ".") -> RenderInputs:
         paper_scale=paper_scale, neurons=load_neuron_inputs(m))
 
 
-def draw_all(inputs: RenderInputs, fig1_width: int, cfg: NeuronsConfig) -> dict[str, Figure]:
-    """Every figure the inputs have data for, by stem."""
-    figures = draw_figures(inputs.runs, fig1_width=fig1_width, boundary=inputs.boundary,
-                           published=inputs.paper.published, dynamics=inputs.dynamics)
+def all_recipes(inputs: RenderInputs, fig1_width: int,
+                cfg: NeuronsConfig) -> dict[str, FigureRecipe]:
+    """Every figure the inputs have data for, by stem, not yet drawn."""
+    figures = figure_recipes(inputs.runs, fig1_width=fig1_width, boundary=inputs.boundary,
+                             published=inputs.paper.published, dynamics=inputs.dynamics)
     # Figure 3: ours from the mechanism stage, the authors' from the paper_models stage.
     ex, by_id = inputs.examples, inputs.runs.set_index("run_id")
     for role in ("pizza", "clock"):
-        figures[FIG3["ours", role]] = example_figure(
-            role, ex["embedding"], ex["correct_logits"], ex["attention"], inputs.circles,
-            by_id.loc[inputs.chosen[role]])
+        figures[FIG3["ours", role]] = partial(
+            example_figure, role, ex["embedding"], ex["correct_logits"], ex["attention"],
+            inputs.circles, by_id.loc[inputs.chosen[role]])
     pex = inputs.paper_examples
     if (inputs.paper.models is not None and pex is not None
             and inputs.paper_circles is not None):
         models = inputs.paper.models.set_index("paper_runid")
         for role, runid in PAPER_EXAMPLES.items():
-            figures[FIG3["paper", role]] = example_figure(
-                role, pex["embedding"], pex["correct_logits"], pex["attention"],
+            figures[FIG3["paper", role]] = partial(
+                example_figure, role, pex["embedding"], pex["correct_logits"], pex["attention"],
                 inputs.paper_circles, models.loc[runid].rename({"paper_runid": "run_id"}))
     if inputs.paper_scale is not None:
-        figures |= paper_scale_figures(inputs.paper_scale.runs, inputs.paper_scale.boundary,
+        figures |= paper_scale_recipes(inputs.paper_scale.runs, inputs.paper_scale.boundary,
                                        inputs.paper.published)
     if inputs.neurons is not None:
-        figures |= draw_neuron_figures(inputs.neurons, inputs.runs, cfg, inputs.boundary)
+        figures |= neuron_recipes(inputs.neurons, inputs.runs, cfg, inputs.boundary)
     return figures
 
 

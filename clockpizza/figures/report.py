@@ -17,6 +17,7 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from clockpizza.figures.plots import (
     DI,
     GS,
     NON_CIRCULAR_MARK,
+    FigureRecipe,
     fixed_width,
     grid_means,
     nearest_width,
@@ -90,20 +92,21 @@ PRODUCE = {
 # Which figures the table has data for, and drawing them.
 
 
-def draw_figures(runs: pd.DataFrame, *, fig1_width: int, boundary: Boundary | None,
-                 published: pd.DataFrame | None = None,
-                 dynamics: pd.DataFrame | None = None) -> dict[str, Figure]:
-    """Every figure whose data is in the table, by stem; a figure without data is left out.
+def figure_recipes(runs: pd.DataFrame, *, fig1_width: int, boundary: Boundary | None,
+                   published: pd.DataFrame | None = None,
+                   dynamics: pd.DataFrame | None = None) -> dict[str, FigureRecipe]:
+    """Every figure whose data is in the table, by stem, not yet drawn (call a recipe to draw
+    it); a figure without data is left out.
 
     ``boundary``: :func:`clockpizza.results.boundary.fit_main` of ``runs`` (the summarise
     stage's metrics/boundary.json); ``published``: the paper's runs, drawn behind ours in
     figure 1; ``dynamics``: the
     snapshots' metrics (metrics/dynamics.parquet), for the training-dynamics figure."""
     main = main_runs(runs)
-    out: dict[str, Figure] = {}
+    out: dict[str, FigureRecipe] = {}
     if not main.empty:
-        out[FIG1] = fixed_width(main, fig1_width, published)
-        out[FIG2] = phase_diagram(main, boundary)
+        out[FIG1] = partial(fixed_width, main, fig1_width, published)
+        out[FIG2] = partial(phase_diagram, main, boundary)
     checks: tuple[tuple[str, Callable[[pd.DataFrame], bool], Callable[[pd.DataFrame], Figure]],
                   ...] = (
         (LAYERS, appendix.has_layers_data, appendix.layers_figure),
@@ -112,9 +115,9 @@ def draw_figures(runs: pd.DataFrame, *, fig1_width: int, boundary: Boundary | No
     )
     for stem, has_data, draw in checks:
         if has_data(runs):
-            out[stem] = draw(runs)
+            out[stem] = partial(draw, runs)
     if dynamics is not None and has_dynamics_data(dynamics, runs):
-        out[DYNAMICS] = dynamics_figure(dynamics, runs)
+        out[DYNAMICS] = partial(dynamics_figure, dynamics, runs)
     return out
 
 

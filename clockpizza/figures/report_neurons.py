@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from matplotlib.figure import Figure
 
+from clockpizza.figures.plots import FigureRecipe
 from clockpizza.figures.plots_neurons import (
     NEURON_FIGURES,
     disc_cka_figure,
@@ -77,17 +78,18 @@ def transitions(runs: pd.DataFrame, b: Boundary | None) -> dict[int, float]:
             if w > 0}
 
 
-def draw_neuron_figures(inputs: NeuronInputs, runs: pd.DataFrame, cfg: NeuronsConfig,
-                        boundary: Boundary | None) -> dict[str, Figure]:
-    """The section's figures by stem (:data:`NEURON_FIGURES`); none without main-grid rows."""
+def neuron_recipes(inputs: NeuronInputs, runs: pd.DataFrame, cfg: NeuronsConfig,
+                   boundary: Boundary | None) -> dict[str, FigureRecipe]:
+    """The section's figures by stem (:data:`NEURON_FIGURES`), not yet drawn; none without
+    main-grid rows."""
     if main_neuron_runs(inputs.runs, runs).empty:
         return {}
     alpha_fig, phase_fig, freqs_fig = NEURON_FIGURES
     return {
-        alpha_fig: disc_cka_figure(inputs.runs, runs, transitions(runs, boundary)),
-        phase_fig: phase_diff_figure(inputs.neurons, inputs.clusters, runs, cfg.low_alpha_max,
-                                     cfg.high_alpha_min),
-        freqs_fig: freqs_width_figure(inputs.runs, runs),
+        alpha_fig: partial(disc_cka_figure, inputs.runs, runs, transitions(runs, boundary)),
+        phase_fig: partial(phase_diff_figure, inputs.neurons, inputs.clusters, runs,
+                           cfg.low_alpha_max, cfg.high_alpha_min),
+        freqs_fig: partial(freqs_width_figure, inputs.runs, runs),
     }
 
 
