@@ -341,19 +341,27 @@ def _outputs(repo: Path) -> dict[str, bytes]:
     ("train.stpes=5", "train.stpes"), ("+train.stpes=5", "train.stpes"), ("data.p=60", "data.p")])
 def test_a_refused_exp_run_leaves_every_output_in_place(repo: Path, change: str,
                                                         named: str) -> None:
+    stderr = _refused_exp_run(repo, change)
+    assert named in stderr, stderr
+
+
+def _refused_exp_run(repo: Path, *changes: str) -> str:
+    """Run ``dvc exp run -S change...`` on the committed results, assert that it fails before
+    any training and leaves every output bit for bit, and return its stderr."""
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     run([*git, "add", "-A"], repo)
     run([*git, "commit", "-qm", "results", "--allow-empty"], repo)
     before = _outputs(repo)
     original = (repo / "params.yaml").read_text()
     try:
-        res = run(["dvc", "exp", "run", "-S", change], repo, check=False)
+        res = run(["dvc", "exp", "run", *[a for c in changes for a in ("-S", c)]], repo,
+                  check=False)
         assert res.returncode != 0, res.stdout
-        assert named in res.stderr, res.stderr
         assert "model-step" not in res.stderr  # refused before any training
     finally:
         (repo / "params.yaml").write_text(original)
     assert _outputs(repo) == before  # every output still there, bit for bit
+    return res.stderr
 
 
 def _ray_refusal() -> tuple[tuple[str, ...], str]:
@@ -386,17 +394,6 @@ def test_a_refusal_only_a_later_stage_or_this_machine_knows_leaves_every_output_
 
     if "cuda" in changes[0] and torch.cuda.is_available():
         pytest.skip("this machine has a CUDA device")
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    run([*git, "add", "-A"], repo)
-    run([*git, "commit", "-qm", "results", "--allow-empty"], repo)
-    before = _outputs(repo)
-    original = (repo / "params.yaml").read_text()
-    try:
-        res = run(["dvc", "exp", "run", *[a for c in changes for a in ("-S", c)]], repo,
-                  check=False)
-        assert res.returncode != 0, res.stdout
-        assert named in res.stderr and "[check] error in params.yaml" in res.stderr, res.stderr
-        assert "Traceback" not in res.stderr and "model-step" not in res.stderr
-    finally:
-        (repo / "params.yaml").write_text(original)
-    assert _outputs(repo) == before  # every output still there, bit for bit
+    stderr = _refused_exp_run(repo, *changes)
+    assert named in stderr and "[check] error in params.yaml" in stderr, stderr
+    assert "Traceback" not in stderr

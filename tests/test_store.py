@@ -111,18 +111,19 @@ def damage_missing_file(run_dir: Path) -> Path:
     return run_dir / "history.parquet"
 
 
-def damage_truncated_weights(run_dir: Path) -> Path:
-    path = run_dir / "model.safetensors"
+def _truncate(path: Path) -> Path:
+    """Cut the file in half, as a kill mid-write would without atomic writes."""
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
 
 
+def damage_truncated_weights(run_dir: Path) -> Path:
+    return _truncate(run_dir / "model.safetensors")
+
+
 def damage_truncated_config(run_dir: Path) -> Path:
-    path = run_dir / "config.json"
-    text = path.read_text()
-    path.write_text(text[: len(text) // 2])
-    return path
+    return _truncate(run_dir / "config.json")
 
 
 def damage_binary_config(run_dir: Path) -> Path:
@@ -140,10 +141,7 @@ def damage_other_run_id(run_dir: Path) -> Path:
 
 
 def damage_truncated_history(run_dir: Path) -> Path:
-    path = run_dir / "history.parquet"
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    return path
+    return _truncate(run_dir / "history.parquet")
 
 
 DAMAGES = [damage_missing_dir, damage_missing_file, damage_truncated_weights,
