@@ -11,6 +11,8 @@ The builders (:func:`clockpizza.figures.report.figure_recipes` and the others) r
 *recipes*: ``functools.partial(plotting_function, *tables)``, called only on a miss. A key that
 misses when it could have hit (the same data in a differently laid-out frame) costs one
 drawing; a key can only hit for arguments that pickle to the same bytes, which is the same data.
+What the key does not see is the machine's fonts and a user's matplotlibrc: after changing
+those, delete ``.cache/figures`` (or set ``CLOCKPIZZA_FIGURE_CACHE=off``).
 """
 
 from __future__ import annotations
