@@ -9,7 +9,7 @@ from pathlib import Path
 # This checkout's package (the code dvc.yaml hashes), even where another clone is pip-installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from clockpizza.figures.cache import cache_dir, save_figures
+from clockpizza.figures.cache import EXTS, cache_dir, save_figures
 from clockpizza.figures.paper_scale import PS_FIGURES
 from clockpizza.figures.plots_neurons import NEURON_FIGURES
 from clockpizza.figures.render import all_recipes, load_render_inputs, report_text
@@ -29,7 +29,7 @@ def main() -> None:
     drawn = save_figures(figures, FIGURES, cache_dir())
     # a figure whose data left the tables goes too
     for stem in sorted({*ALL_FIGURES, *PS_FIGURES, *NEURON_FIGURES} - set(figures)):
-        for ext in (".png", ".svg"):
+        for ext in EXTS:
             Path(FIGURES, stem + ext).unlink(missing_ok=True)
     paths = {stem: f"figures/{stem}.png" for stem in figures}
     write_text(REPORT, report_text(inputs, paths, params.render.fig1_width, params.neurons))

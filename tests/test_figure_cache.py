@@ -74,3 +74,33 @@ def test_the_cache_directory_can_be_moved_or_turned_off(monkeypatch: pytest.Monk
     assert cache.cache_dir() == tmp_path
     monkeypatch.setenv(cache.ENV, "off")
     assert cache.cache_dir() is None
+
+
+@pytest.mark.parametrize("damage", ["garbage-db", "a-file-in-the-way"])
+def test_a_broken_cache_draws_every_figure_and_says_so(tmp_path: Path, damage: str,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    runs = make_runs()
+    recipes = _recipes(runs)
+    store = tmp_path / "cache"
+    if damage == "garbage-db":
+        store.mkdir()
+        (store / "cache.db").write_bytes(b"not a database" * 100)
+    else:
+        store.write_text("a file where the cache directory should be")
+    assert save_figures(recipes, tmp_path / "out", store) == list(recipes)
+    assert "figure cache" in capsys.readouterr().err
+    save_figures(recipes, tmp_path / "fresh", None)
+    assert _bytes(tmp_path / "out") == _bytes(tmp_path / "fresh")
+
+
+def test_a_half_kept_figure_is_drawn_again(tmp_path: Path) -> None:
+    import diskcache
+
+    runs = make_runs()
+    recipes = _recipes(runs)
+    store = tmp_path / "cache"
+    save_figures(recipes, tmp_path / "a", store)
+    with diskcache.Cache(str(store)) as c:  # its SVG went (evicted, or deleted by hand)
+        assert c.delete(cache.recipe_key(FIG1, recipes[FIG1]) + ".svg")
+    assert save_figures(recipes, tmp_path / "b", store) == [FIG1]
+    assert _bytes(tmp_path / "b") == _bytes(tmp_path / "a")

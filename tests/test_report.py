@@ -252,7 +252,9 @@ def test_render_stage_draws_what_has_data_and_is_byte_stable(
     assert "](figures/fig1_fixed_width.png)" in report
     assert "](figures/fig2_phase_diagram.png)" in report
     assert "*Not drawn" in report
-    assert render() == first  # PNG, SVG and report: identical bytes
+    assert render() == first  # PNG, SVG and report: identical bytes (the figures from the cache)
+    monkeypatch.setenv("CLOCKPIZZA_FIGURE_CACHE", "off")
+    assert render() == first  # and as every figure drawn afresh
 
 
 def test_every_command_the_report_suggests_sets_existing_params_keys() -> None:

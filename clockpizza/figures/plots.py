@@ -37,10 +37,15 @@ BOUNDARY_COLOUR = "crimson"
 NON_CIRCULAR_MARK = 0.5
 
 
-def _figure(figsize: tuple[float, float]) -> Figure:
-    """A pyplot-free Figure (Agg canvas, no global figure manager) in the house style."""
+def house_style() -> None:
+    """Every figure's theme, applied before each one is drawn."""
     sns.set_theme(style="whitegrid", context="paper")
     mpl.rcParams["svg.hashsalt"] = "clockpizza"  # SVG element ids are random unless salted
+
+
+def _figure(figsize: tuple[float, float]) -> Figure:
+    """A pyplot-free Figure (Agg canvas, no global figure manager) in the house style."""
+    house_style()
     return Figure(figsize=figsize, layout="constrained")
 
 
