@@ -216,6 +216,10 @@ def test_two_processes_split_one_group_by_attention_rate_and_by_seed(tmp_path: P
     assert paper_scale.main([*base, "--attn-rates", "0.5", "1.0", "--seeds", "0",
                              "--train-only"]) == 0
     assert paper_scale.main([*base, "--measure-only"]) == 0  # now every run is whole
+    # the folder's record is the command that makes it whole, not the measuring one
+    for record in (json.loads((out / "meta.json").read_text())["command"],
+                   (out / "command.txt").read_text()):
+        assert record.strip().endswith("--dry-run --params " + str(ROOT / "params.yaml")), record
     table = pd.read_parquet(out / "runs.parquet")
     assert sorted(table["width"].unique()) == [8, 16]
     assert sorted(table["attn_rate"].unique()) == [0.0, 0.5, 1.0]

@@ -329,8 +329,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--measure-only", action="store_true",
                     help="train nothing: the tables of the widths already trained")
     args = ap.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    # The folder's record names the command that makes it whole; --measure-only trains nothing,
+    # so a folder whose runs all came from --train-only helpers records the plain command.
     command = "python -m clockpizza.tools.paper_scale " + shlex.join(
-        sys.argv[1:] if argv is None else argv)
+        [a for a in given if a != "--measure-only"])
     try:
         raw = yaml.safe_load(args.params.read_text())
         chosen = preset_params(raw, args.preset, args.set, args.dry_run)
