@@ -12,6 +12,8 @@ import pytest
 
 from clockpizza.io.params import PhaseConfig
 from clockpizza.results.paper_compare import (
+    alpha_tenth,
+    match_chance,
     medians_by_width,
     paper_block,
     published_phase_shares,
@@ -103,3 +105,17 @@ def test_the_plot_rows_are_medians_per_width_and_alpha() -> None:
                                     "gs_median": [0.2, 0.4], "di_median": [0.3, 0.5],
                                     "runs": [3, 1]}
     assert np.isfinite(rows[["gs_median", "di_median"]].to_numpy()).all()
+
+
+def test_the_chance_of_a_match_is_what_the_papers_own_runs_score(published: pd.DataFrame) -> None:
+    # One run: the share of the tenth's published runs within 0.10 (GS) and 0.15 (DI) of the
+    # tenth's medians, counted directly; many runs: their median is the tenth's, nearly always.
+    pizza = published[alpha_tenth(published["attn_rate"]) == 0]
+    gs, di = pizza["gradient_symmetricity"], pizza["distance_irrelevance"]
+    alone = ((gs - gs.median()).abs().le(0.10) & (di - di.median()).abs().le(0.15)).mean()
+    assert 0.2 < alone < 0.6  # the pizzas' DI is wide: one run matches less than half the time
+    assert match_chance(pizza, 1) == pytest.approx(alone, abs=0.03)  # 2 000 draws
+    assert match_chance(pizza, 101) > 0.95
+    assert match_chance(pizza, 1) == match_chance(pizza, 1)  # seeded: the report is stable
+    assert np.isnan(match_chance(pizza, 0)) and np.isnan(match_chance(pizza.iloc[:0], 3))
+

@@ -117,6 +117,9 @@ def test_the_section_compares_width_128_with_the_paper_and_says_what_made_it(
     report = build_report(make_runs(), {}, 128, paper_scale=ctx)
     assert report.index("## Paper scale") < report.index("# Your run")
     assert f"{summary['paper_tenths']['within']} of 10 tenths match" in report
+    expected = summary["paper_tenths"]["expected_within"]
+    assert 0 < expected < 10  # what the paper's own runs would score, with these run counts
+    assert f"would match {expected:.1f} of 10 tenths on average" in report
     assert "| `results/w128` | 11 | 128 | 0 | 11 | 20 000 |" in report
     # every planted run was trained by a process other than the folder's command
     assert "(and 1 more process sharing its training, named in `results/narrow/README.md`)" \

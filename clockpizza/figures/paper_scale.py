@@ -17,7 +17,7 @@ import pandas as pd
 
 from clockpizza.figures.plots import DI, GS, FigureRecipe, fixed_width, phase_diagram
 from clockpizza.results.boundary import Boundary
-from clockpizza.results.paper_compare import PAPER_WIDTH, medians_by_width, tenth_table
+from clockpizza.results.paper_compare import PAPER_WIDTH, medians_by_width
 from clockpizza.results.selection import main_runs
 
 PS_FIG1, PS_FIG2 = "paper_scale_fig1_w128", "paper_scale_fig2_phase_diagram"
@@ -99,16 +99,14 @@ def paper_scale_context(runs: pd.DataFrame, summary: Mapping[str, Any],
         "shift": b.get("alpha_shift_per_doubling"), "n_runs": b.get("n_runs"),
         "extrapolated": b.get("extrapolated"),
     }
-    if published is not None and PAPER_WIDTH in widths:
-        table = tenth_table(main[main["width"] == PAPER_WIDTH], published, PAPER_WIDTH)
-        both = table[(table["our_runs"] > 0) & (table["paper_runs"] > 0)]
-        ctx["tenths"] = {"rows": table.to_dict("records"), "within": int(both["within"].sum()),
-                         "compared": len(both)}
+    ctx["tenths"] = summary.get("paper_tenths")  # computed once, by the summarise stage
     pz = summary.get("pizza_di", {})
+    ours = sorted((k for k in pz if k.startswith("ours_w")),
+                  key=lambda k: int(k.removeprefix("ours_w")))
     ctx["pizza_di"] = [{"who": ("the paper, width 128" if k == "paper_w128"
                                 else f"ours, width {k.removeprefix('ours_w')}"),
-                        **{q: _f(v[q]) for q in ("q25", "median", "q75")}, "n": v["n"]}
-                       for k, v in pz.items()]
+                        **{q: _f(pz[k][q]) for q in ("q25", "median", "q75")}, "n": pz[k]["n"]}
+                       for k in [*ours, *(k for k in pz if k not in ours)]]
     by_step = summary.get("pizza_di_by_step", {})
     steps = sorted({int(k) for v in by_step.values() for k in v})
     ctx["pizza_di_steps"] = {"steps": steps, "rows": [

@@ -89,6 +89,23 @@ def tenth_table(runs: pd.DataFrame, published: pd.DataFrame, width: int) -> pd.D
     return pd.DataFrame(rows)
 
 
+def match_chance(paper: pd.DataFrame, n: int, *, draws: int = 2000, seed: int = 0) -> float:
+    """The chance that the medians of ``n`` runs drawn at random from ``paper`` (the published
+    runs of one α tenth) pass :func:`tenth_table`'s test against ``paper``'s own medians: what
+    "match" scores for a grid that behaves exactly like the paper's, with that many runs.
+    With few runs a tenth, the spread of the paper's DI (an IQR of 0.4 in the pizza tenths)
+    fails many such draws; the report prints this beside each tenth."""
+    if n <= 0 or paper.empty:
+        return math.nan
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(paper), size=(draws, n))
+    ok = np.ones(draws, dtype=bool)
+    for col, tol in ((GS, TOL_GS), (DI, TOL_DI)):
+        values = paper[col].to_numpy(dtype=float)
+        ok &= np.abs(np.median(values[picks], axis=1) - np.median(values)) <= tol
+    return float(ok.mean())
+
+
 def compared_width(runs: pd.DataFrame) -> int | None:
     """The grid width compared with the paper's 128: 128 itself, else the nearest one."""
     main = main_runs(runs)

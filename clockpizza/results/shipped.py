@@ -11,6 +11,7 @@ paper-scale section and the live grid always use one rule.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,16 @@ from clockpizza.io.params import PhaseConfig
 from clockpizza.io.table import LABELLED_COLUMNS, RUN_COLUMNS
 from clockpizza.results.boundary import Boundary, boundary_block
 from clockpizza.results.labels import label_tables
-from clockpizza.results.paper_compare import DI, GS, PAPER_WIDTH, TOL_DI, TOL_GS, tenth_table
+from clockpizza.results.paper_compare import (
+    DI,
+    GS,
+    PAPER_WIDTH,
+    TOL_DI,
+    TOL_GS,
+    alpha_tenth,
+    match_chance,
+    tenth_table,
+)
 from clockpizza.results.selection import main_runs
 
 RESULTS = Path("results")
@@ -140,10 +150,18 @@ def paper_scale_summary(shipped: list[Shipped], runs: pd.DataFrame, boundary: Bo
     if PAPER_WIDTH in widths:
         at = main[main["width"] == PAPER_WIDTH]
         table = tenth_table(at, published, PAPER_WIDTH)
+        tenth = alpha_tenth(published["attn_rate"])
+        table["chance"] = [match_chance(published[tenth == t], n)
+                           for t, n in zip(table["tenth"], table["our_runs"], strict=True)]
         both = table[(table["our_runs"] > 0) & (table["paper_runs"] > 0)]
         out["paper_tenths"] = {"width": PAPER_WIDTH, "compared": len(both),
                                "within": int(both["within"].sum()),
-                               "tol_gs": TOL_GS, "tol_di": TOL_DI}
+                               "expected_within": _r(both["chance"].sum()),
+                               "tol_gs": TOL_GS, "tol_di": TOL_DI,
+                               # unrounded: the report rounds once, as it prints
+                               "rows": [{k: (None if isinstance(v, float) and math.isnan(v)
+                                             else v) for k, v in r.items()}
+                                        for r in table.to_dict("records")]}
     learned = ((published["test_acc"] >= rule.min_test_acc)
                & (published["circularity"] >= rule.min_circularity))
     paper_pizza = published[learned & (published[GS] >= rule.pizza_min_gs)
