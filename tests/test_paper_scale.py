@@ -125,6 +125,7 @@ def test_the_section_compares_width_128_with_the_paper_and_says_what_made_it(
     assert "(and 1 more process sharing its training, named in `results/narrow/README.md`)" \
         in report
     assert f"![paper-scale figure 2](figures/{PS_FIG2}.png)" in report
+    assert " at width 128 (at width 128, 95 % band " in report  # fitted there, not read off
 
 
 def test_without_shipped_results_the_section_says_how_to_make_them(tmp_path: Path) -> None:
@@ -207,6 +208,7 @@ def test_the_section_renders_without_width_128(results: Path) -> None:
         (results / "w128" / f).unlink()
     _, report = section(results)
     assert "## Paper scale" in report and "tenths match" not in report
+    assert "; at width 128, " in report and ", extrapolated." in report  # read off the line
     assert "| `results/narrow` | 44 |" in report
 
 
