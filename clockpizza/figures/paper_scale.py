@@ -63,8 +63,7 @@ def _source_row(s: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def paper_scale_context(runs: pd.DataFrame, summary: Mapping[str, Any],
-                        figures: Mapping[str, str],
-                        published: pd.DataFrame | None) -> dict[str, Any]:
+                        figures: Mapping[str, str]) -> dict[str, Any]:
     """The section's numbers: ``runs`` (metrics/paper_scale_runs.parquet), ``summary``
     (metrics/paper_scale.json), ``figures`` the stems drawn -> paths."""
     main = main_runs(runs)

@@ -164,4 +164,4 @@ def report_text(inputs: RenderInputs, paths: dict[str, str], fig1_width: int,
         neurons=(None if inputs.neurons is None
                  else neurons_context(inputs.neurons, inputs.runs, paths, cfg)),
         paper_scale=(None if ps is None else
-                     paper_scale_context(ps.runs, ps.summary, paths, inputs.paper.published)))
+                     paper_scale_context(ps.runs, ps.summary, paths)))
