@@ -13,6 +13,7 @@ import pytest
 from clockpizza.io.params import PhaseConfig
 from clockpizza.results.paper_compare import (
     alpha_tenth,
+    at_most_chance,
     match_chance,
     medians_by_width,
     paper_block,
@@ -118,4 +119,11 @@ def test_the_chance_of_a_match_is_what_the_papers_own_runs_score(published: pd.D
     assert match_chance(pizza, 101) > 0.95
     assert match_chance(pizza, 1) == match_chance(pizza, 1)  # seeded: the report is stable
     assert np.isnan(match_chance(pizza, 0)) and np.isnan(match_chance(pizza.iloc[:0], 3))
+
+
+def test_the_chance_of_so_few_matches_is_the_binomial_one_when_every_tenth_is_a_coin() -> None:
+    # ten tenths, each matching half the time: P(3 or fewer) = (1 + 10 + 45 + 120) / 2**10
+    assert at_most_chance([0.5] * 10, 3) == pytest.approx(176 / 1024)
+    assert at_most_chance([0.2, 0.9], 0) == pytest.approx(0.8 * 0.1)
+    assert at_most_chance([0.2, 0.9], 2) == pytest.approx(1.0)
 

@@ -66,7 +66,7 @@ def section(results: Path) -> tuple[dict, str]:
     runs = combined_runs(shipped)
     summary = paper_scale_summary(shipped, runs, fit_main(runs, n_boot=0), PUBLISHED,
                                   PARAMS.phase)
-    ctx = paper_scale_context(runs, json.loads(json.dumps(summary)), {}, PUBLISHED)
+    ctx = paper_scale_context(runs, json.loads(json.dumps(summary)), {})
     return summary, build_report(make_runs(), {}, 128, paper_scale=ctx)
 
 
@@ -113,13 +113,21 @@ def test_the_section_compares_width_128_with_the_paper_and_says_what_made_it(
     figures = paper_scale_recipes(runs, b, PUBLISHED)
     assert set(figures) == {PS_FIG1, PS_FIG2}
     paths = {stem: f"figures/{stem}.png" for stem in figures}
-    ctx = paper_scale_context(runs, json.loads(json.dumps(summary)), paths, PUBLISHED)
+    # keys sorted, as write_json writes metrics/paper_scale.json
+    ctx = paper_scale_context(runs, json.loads(json.dumps(summary, sort_keys=True)), paths)
     report = build_report(make_runs(), {}, 128, paper_scale=ctx)
     assert report.index("## Paper scale") < report.index("# Your run")
     assert f"{summary['paper_tenths']['within']} of 10 tenths match" in report
     expected = summary["paper_tenths"]["expected_within"]
     assert 0 < expected < 10  # what the paper's own runs would score, with these run counts
     assert f"would match {expected:.1f} of 10 tenths on average" in report
+    p_few = summary["paper_tenths"]["p_within_or_fewer"]
+    assert 0 < p_few <= 1
+    assert f"or fewer with probability {p_few:.2f}" in report
+    assert "(2 000 draws)" in report
+    # the pizzas' DI rows in width order, the paper's last
+    rows = [report.index(f"| ours, width {w} |") for w in (32, 64, 128)]
+    assert rows == sorted(rows) < [report.index("| the paper, width 128 |")] * 3
     assert "| `results/w128` | 11 | 128 | 0 | 11 | 20 000 |" in report
     # every planted run was trained by a process other than the folder's command
     assert "(and 1 more process sharing its training, named in `results/narrow/README.md`)" \
@@ -132,7 +140,7 @@ def test_without_shipped_results_the_section_says_how_to_make_them(tmp_path: Pat
     assert shipped_folders(tmp_path) == []
     ctx = paper_scale_context(combined_runs([]), paper_scale_summary([], combined_runs([]),
                                                                      None, PUBLISHED,
-                                                                     PARAMS.phase), {}, None)
+                                                                     PARAMS.phase), {})
     report = build_report(make_runs(), {}, 128, paper_scale=ctx)
     assert "No paper-length results are shipped" in report
     assert "--preset paper_cpu_narrow" in report
@@ -314,8 +322,7 @@ def test_your_run_is_set_beside_the_shipped_runs_at_your_length_and_at_theirs(
     assert yours["mean_abs_end"] == {"gs": 0.3, "di": 0.4}
     runs = combined_runs(shipped)
     summary = paper_scale_summary(shipped, runs, None, PUBLISHED, PARAMS.phase)
-    ctx = paper_scale_context(runs, json.loads(json.dumps({**summary, "your_run": yours})), {},
-                              PUBLISHED)
+    ctx = paper_scale_context(runs, json.loads(json.dumps({**summary, "your_run": yours})), {})
     report = build_report(make_runs(), {}, 128, paper_scale=ctx)
     assert "At about your length the medians differ by 0.10 in GS and 0.00 in DI" in report
     assert "your shared start and split against each run its own weights and split" in report

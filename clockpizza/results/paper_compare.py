@@ -12,6 +12,7 @@ gave no seeds, so its runs are binned by α tenth (0-0.1, ..., 0.9-1; α = 1 in 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TypedDict
 
@@ -28,6 +29,7 @@ GS, DI = "gradient_symmetricity", "distance_irrelevance"
 PAPER_EXAMPLES = {"pizza": "p99zdpze5l", "clock": "l8k1hzciux"}
 # Tolerances of the summary's `paper` block: a tenth matches when both medians are this close.
 TOL_GS, TOL_DI = 0.10, 0.15
+MATCH_DRAWS = 2000  # random draws behind each tenth's chance of a match (match_chance)
 # The published runs under our rule: the DI limit of the earlier rule (a pizza needed DI ≤ 0.6),
 # weighed over the α the paper calls pizza (below 0.5).
 EARLIER_MAX_DI, LOW_ALPHA_MAX = 0.6, 0.5
@@ -89,7 +91,7 @@ def tenth_table(runs: pd.DataFrame, published: pd.DataFrame, width: int) -> pd.D
     return pd.DataFrame(rows)
 
 
-def match_chance(paper: pd.DataFrame, n: int, *, draws: int = 2000, seed: int = 0) -> float:
+def match_chance(paper: pd.DataFrame, n: int, *, draws: int = MATCH_DRAWS, seed: int = 0) -> float:
     """The chance that the medians of ``n`` runs drawn at random from ``paper`` (the published
     runs of one α tenth) pass :func:`tenth_table`'s test against ``paper``'s own medians: what
     "match" scores for a grid that behaves exactly like the paper's, with that many runs.
@@ -104,6 +106,15 @@ def match_chance(paper: pd.DataFrame, n: int, *, draws: int = 2000, seed: int = 
         values = paper[col].to_numpy(dtype=float)
         ok &= np.abs(np.median(values[picks], axis=1) - np.median(values)) <= tol
     return float(ok.mean())
+
+
+def at_most_chance(chances: Sequence[float], k: int) -> float:
+    """The chance of ``k`` or fewer matches when each tenth matches independently with its
+    :func:`match_chance` (the Poisson-binomial distribution, by convolution)."""
+    dist = np.array([1.0])
+    for p in chances:
+        dist = np.convolve(dist, [1.0 - p, p])
+    return float(dist[: k + 1].sum())
 
 
 def compared_width(runs: pd.DataFrame) -> int | None:

@@ -25,10 +25,12 @@ from clockpizza.results.labels import label_tables
 from clockpizza.results.paper_compare import (
     DI,
     GS,
+    MATCH_DRAWS,
     PAPER_WIDTH,
     TOL_DI,
     TOL_GS,
     alpha_tenth,
+    at_most_chance,
     match_chance,
     tenth_table,
 )
@@ -157,6 +159,9 @@ def paper_scale_summary(shipped: list[Shipped], runs: pd.DataFrame, boundary: Bo
         out["paper_tenths"] = {"width": PAPER_WIDTH, "compared": len(both),
                                "within": int(both["within"].sum()),
                                "expected_within": _r(both["chance"].sum()),
+                               "p_within_or_fewer": _r(at_most_chance(
+                                   list(both["chance"]), int(both["within"].sum()))),
+                               "draws": MATCH_DRAWS,
                                "tol_gs": TOL_GS, "tol_di": TOL_DI,
                                # unrounded: the report rounds once, as it prints
                                "rows": [{k: (None if isinstance(v, float) and math.isnan(v)
