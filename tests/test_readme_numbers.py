@@ -88,3 +88,8 @@ def test_the_unlearned_runs_and_the_shared_start_the_readme_quotes(readme: str,
     hours = {s["name"]: s["train_hours"] for s in ps["sources"]}
     assert f"{hours['paper_cpu_narrow']:.1f} h of training" in readme
     assert f"{hours['paper_cpu_w128']:.1f} h of training" in readme
+    cell = next(r for r in ps["your_run"]["rows"] if r["width"] == 64 and r["attn_rate"] == 1)
+    paper = next(r for r in ps["paper_tenths"]["rows"] if round(r["alpha_lo"], 1) == 0.9)
+    assert (f"{f2(cell['di'])} with the shared start, against {f2(cell['di_near'])} with the "
+            f"paper's protocol at step 5 000 and {f2(cell['di_end'])} at the end (the paper: "
+            f"{f2(paper['paper_di_median'])})") in readme
