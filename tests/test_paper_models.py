@@ -13,16 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
+from clockpizza.analysis import metrics as m
 from clockpizza.analysis.circles import analyse_models
-from clockpizza.analysis.metrics import (
-    all_pair_logits,
-    circularity,
-    correct_logits,
-    distance_irrelevance,
-    gradient_symmetricity,
-    gs_triples,
-    largest_incorrect_logits,
-)
 from clockpizza.science.data import all_pairs
 from clockpizza.science.model import BatchedTransformer
 from clockpizza.science.paper import load_paper_run, paper_checkpoints
@@ -51,7 +43,7 @@ MODEL_A = {"di_correct": 0.171736, "gs": 0.993665,
 
 @pytest.fixture(scope="module")
 def triples() -> torch.Tensor:
-    return gs_triples(P, 100, 42)
+    return m.gs_triples(P, 100, 42)
 
 
 @pytest.mark.parametrize("runid", sorted(PUBLISHED))
@@ -64,16 +56,16 @@ def test_a_published_run_gives_its_published_gs_di_and_circularity(
     model = run.model()
     enc = {"diff_vocab": run.diff_vocab, "eqn_sign": run.eqn_sign}
     # GS as the authors' code computed it (with diff_vocab it wrote b as token b, not b + p).
-    got_gs = gradient_symmetricity(model, P, triples, paper_tokens=True, **enc).item()
+    got_gs = m.gradient_symmetricity(model, P, triples, paper_tokens=True, **enc).item()
     assert got_gs == pytest.approx(gs, abs=1e-5)
-    logits = all_pair_logits(model, P, **enc)
-    assert distance_irrelevance(largest_incorrect_logits(logits, P)).item() == pytest.approx(
+    logits = m.all_pair_logits(model, P, **enc)
+    assert m.distance_irrelevance(m.largest_incorrect_logits(logits, P)).item() == pytest.approx(
         di, abs=1e-4)
     w_e = model.embed.W_E.detach()
     if diff_vocab:  # the notebook's PCA over all 2p rows
-        assert circularity(w_e, 4, p=P).item() == pytest.approx(circ, abs=1e-4)
+        assert m.circularity(w_e, 4, p=P).item() == pytest.approx(circ, abs=1e-4)
     else:  # the specification's circularity of W_E[:p]
-        assert circularity(w_e[:, :P], 4).item() == pytest.approx(circ, abs=1e-4)
+        assert m.circularity(w_e[:, :P], 4).item() == pytest.approx(circ, abs=1e-4)
     # Every released model solved the task.
     a, b = all_pairs(P)
     assert (logits.argmax(dim=-1) == (a + b) % P).all()
@@ -82,12 +74,13 @@ def test_a_published_run_gives_its_published_gs_di_and_circularity(
 def test_the_texts_variants_differ_from_the_published_ones_as_the_readme_says(
         triples: torch.Tensor) -> None:
     run = load_paper_run(CKPT / "2k4ohj6bhd.safetensors")
-    logits = all_pair_logits(run.model(), P)
+    logits = m.all_pair_logits(run.model(), P)
     # The correct-logit DI of the paper's text: 0.720 on these weights, against 0.820 published.
-    assert distance_irrelevance(correct_logits(logits, P)).item() == pytest.approx(0.720, abs=1e-3)
+    di_correct = m.distance_irrelevance(m.correct_logits(logits, P)).item()
+    assert di_correct == pytest.approx(0.720, abs=1e-3)
     # Without diff_vocab the authors' token convention changes nothing.
     model = run.model()
-    assert gradient_symmetricity(model, P, triples).item() == gradient_symmetricity(
+    assert m.gradient_symmetricity(model, P, triples).item() == m.gradient_symmetricity(
         model, P, triples, paper_tokens=True).item()
 
 
@@ -95,10 +88,10 @@ def test_model_a_matches_the_authors_notebook(triples: torch.Tensor) -> None:
     run = load_paper_run(CKPT / "p99zdpze5l.safetensors")
     model = run.model()
     assert isinstance(model, BatchedTransformer) and run.attn_rate == 0.0
-    logits = all_pair_logits(model, P)
-    assert distance_irrelevance(correct_logits(logits, P)).item() == pytest.approx(
+    logits = m.all_pair_logits(model, P)
+    assert m.distance_irrelevance(m.correct_logits(logits, P)).item() == pytest.approx(
         MODEL_A["di_correct"], abs=1e-5)
-    assert gradient_symmetricity(model, P, triples).item() == pytest.approx(MODEL_A["gs"],
+    assert m.gradient_symmetricity(model, P, triples).item() == pytest.approx(MODEL_A["gs"],
                                                                             abs=1e-5)
     # Six circles by default (max_circles 6): three pizza circles, then three accompanying.
     circles = analyse_models(model, P, max_circles=6, min_var_share=0.05, min_fve=0.5)[0]
@@ -134,7 +127,7 @@ def test_the_attention_free_checkpoints_load_and_solve_the_task() -> None:
     for runid, family in (("amw6ox6bzn", "B"), ("qlvxqhkvit", "D")):
         run = load_paper_run(CKPT / f"{runid}.safetensors")
         assert run.family == family and run.attn_rate is None
-        logits = all_pair_logits(run.model(), P)
+        logits = m.all_pair_logits(run.model(), P)
         a, b = all_pairs(P)
         assert (logits.argmax(dim=-1) == (a + b) % P).all(), runid
 

@@ -423,37 +423,44 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written, and each option's default, where it has one, in its
+    help."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in text:
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m clockpizza.tools.bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                                 formatter_class=_HelpFormatter)
     ap.add_argument("--width", type=int, nargs="+", default=[32, 64, 128],
-                    help="d_model, one row each (default 32 64 128)")
+                    help="d_model, one row each")
     ap.add_argument("--n-models", type=int, nargs="+", default=None,
                     help="models trained together: one number, or one per --width "
-                         "(default: 8 on CPU, 128 on CUDA)")
+                         "(none: 8 on CPU, 128 on CUDA)")
     ap.add_argument("--steps", type=int, default=100,
-                    help="steps of our trainer per repetition (default 100), the first "
-                         "--warmup of them untimed")
+                    help="steps of our trainer per repetition, the first --warmup untimed")
     ap.add_argument("--warmup", type=int, default=10,
-                    help="untimed steps before the timer starts (default 10; set-up is "
-                         "never timed)")
-    ap.add_argument("--lr-warmup", type=int, default=10,
-                    help="learning-rate warm-up steps, train.warmup_steps (default 10, the "
-                         "paper's)")
+                    help="untimed steps before the timer starts (set-up is never timed)")
+    ap.add_argument("--lr-warmup", type=int, default=10, help="train.warmup_steps (the paper's)")
     ap.add_argument("--peak-seconds", type=float, default=1.0,
-                    help="seconds of the peak matmul per repetition (default 1)")
+                    help="seconds of the peak matmul per repetition")
     ap.add_argument("--reference-steps", type=int, default=None,
-                    help="timed steps of the reference loop (default steps/5, at least 5)")
+                    help="timed steps of the reference loop (none: steps/5, at least 5)")
     ap.add_argument("--repeats", type=int, default=5,
-                    help="repetitions; the median and range are reported (default 5)")
+                    help="repetitions; the median and range are reported")
     ap.add_argument("--threads", type=int, default=None,
-                    help="torch.set_num_threads (default: torch's, one per core)")
+                    help="torch.set_num_threads (none: torch's, one per core)")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"))
     ap.add_argument("--engine", default="fast", choices=("fast", "reference"),
-                    help="the training step measured (train.engine; default fast)")
+                    help="the training step measured (train.engine)")
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
-    ap.add_argument("--report", type=Path, default=REPORT, help=f"table to update ({REPORT})")
+    ap.add_argument("--report", type=Path, default=REPORT, help="the table to update")
     ap.add_argument("--no-report", action="store_true", help="do not update the table")
     args = ap.parse_args(argv)
     for width in args.width:
