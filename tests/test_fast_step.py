@@ -9,6 +9,7 @@ cross entropy's gradient on confident models, where a plain float32 computation 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -227,9 +228,23 @@ OLD_WEIGHTS_SHA = "ed8d610598f74bd2"
 OLD_RUN_IDS = ["4a6098aafd9d", "73270ad18f04", "848d6adea733", "4148d8b6b31d"]
 
 
+def _cpu_vendor() -> str:
+    """The CPU's vendor id (AuthenticAMD, GenuineIntel, ...), empty where Linux does not say."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    return next((ln.split(":", 1)[1].strip() for ln in text.splitlines()
+                 if ln.startswith("vendor_id")), "")
+
+
 @pytest.mark.skipif(
-    torch.__version__ != "2.13.0+cpu" or torch.backends.cpu.get_cpu_capability() != "AVX512",
-    reason="the recorded digest is of torch 2.13.0+cpu on an AVX512 CPU",
+    torch.__version__ != "2.13.0+cpu" or torch.backends.cpu.get_cpu_capability() != "AVX512"
+    or _cpu_vendor() != "AuthenticAMD",
+    # An Intel Xeon with AVX-512 and the same torch rounds differently (measured): the digest
+    # holds for the CPU family it was recorded on.
+    reason="the recorded digest is of torch 2.13.0+cpu on the AMD EPYC (AVX-512) it was "
+           "recorded on",
 )
 def test_the_reference_engine_trains_bit_for_bit_what_it_trained_before_the_fast_step() -> None:
     # "Results unchanged where the settings are unchanged": a reference run trained by today's
