@@ -251,3 +251,11 @@ def test_the_readme_params_reference_is_the_schemas() -> None:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert shown == reference_table(raw), "regenerate it: python -m clockpizza.io.params"
     assert all(f"| `{k}` |" in shown for k in schema_keys())
+
+
+def test_flushing_subnormals_is_a_flag_and_optional(base: dict[str, Any]) -> None:
+    refused(with_value(base, "train.flush_denormals", "yes"), "train.flush_denormals",
+            "true or false")
+    # params files written before the key existed (results/*/params.yaml) still parse, as the
+    # arithmetic they were trained with
+    assert parse_params(without(base, "train.flush_denormals")).train.flush_denormals is False

@@ -267,3 +267,65 @@ def test_the_cpu_allocator_setting_leaves_training_bit_identical(
         assert torch.equal(value, plain.model.state_dict()[name]), name
     for a, b in zip(tuned.history, plain.history, strict=True):
         assert a.equals(b)
+
+
+def _subnormals_kept() -> int:
+    """How many of 4M subnormal floats (1e-39) a multiplication keeps: all where no thread of the
+    CPU pool flushes them, none where every thread does (the tensor reaches every thread)."""
+    return int(torch.count_nonzero(torch.full((1 << 22,), 1e-39) * 1.0))
+
+
+def test_flushed_subnormals_hold_while_a_run_trains_and_are_its_setting(
+        data: SplitTensors) -> None:
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU has no flush-to-zero mode")
+    all_kept = 1 << 22
+    assert _subnormals_kept() == all_kept, "the pytest process starts with them kept"
+    plain = specs(n=2, steps=30, width=16)
+    flushed = [dataclasses.replace(s, flush_denormals=True) for s in plain]
+    seen: list[int] = []
+    a = train_group(flushed, data, torch.device("cpu"), eval_every=10,
+                    on_progress=lambda step: seen.append(_subnormals_kept()))
+    assert seen and not any(seen), "subnormals are zero in every thread at every step"
+    assert _subnormals_kept() == all_kept, "and kept again once it has trained"
+    b = train_group(plain, data, torch.device("cpu"), eval_every=10,
+                    on_progress=lambda step: seen.append(_subnormals_kept()))
+    assert seen[-4:] == [all_kept] * 4, "a run without the setting keeps them"
+    assert {s.run_id for s in flushed}.isdisjoint(s.run_id for s in plain)
+    # the same mathematics: equal to rounding on a run this short
+    for name, value in a.model.state_dict().items():
+        torch.testing.assert_close(value, b.model.state_dict()[name], rtol=1e-4, atol=1e-5)
+
+
+def test_the_grid_trains_with_the_params_setting_and_shipped_runs_keep_their_ids() -> None:
+    import pandas as pd
+    import yaml
+
+    from clockpizza.io.params import parse_params
+    from clockpizza.science.spec import grid_groups
+    root = Path(__file__).resolve().parents[1]
+    params = load_params(root / "params.yaml")
+    runs = [s for _, group in grid_groups(params) for s in group]
+    assert {s.flush_denormals for s in runs} == {params.train.flush_denormals}
+    # runs trained before the setting existed: their params (no such key) give their ids
+    folder = root / "results" / "paper_cpu_w128"
+    # its params.yaml predates some sections training never reads: today's fill them in
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    shipped = parse_params(raw | yaml.safe_load((folder / "params.yaml").read_text()))
+    assert shipped.train.flush_denormals is False
+    ids = {s.run_id for _, group in grid_groups(shipped) for s in group}
+    assert ids == set(pd.read_parquet(folder / "runs.parquet")["run_id"])
+
+
+def test_a_run_without_the_setting_keeps_subnormals_in_a_process_that_flushes(
+        data: SplitTensors) -> None:
+    from clockpizza.science.subnormals import denormals_flushed
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU has no flush-to-zero mode")
+    seen: list[int] = []
+    with denormals_flushed(True):  # e.g. a flushed group trained before, or a user's setting
+        assert _subnormals_kept() == 0
+        train_group(specs(n=2, steps=20, width=16), data, torch.device("cpu"), eval_every=10,
+                    on_progress=lambda step: seen.append(_subnormals_kept()))
+        assert _subnormals_kept() == 0, "the process's own setting is given back"
+    assert seen == [1 << 22] * len(seen) and seen

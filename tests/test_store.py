@@ -213,7 +213,8 @@ def test_run_id_is_a_hash_of_the_config() -> None:
                "p": 11, "train_frac": 0.7, "split_seed": 1, "init_seed": 1, "steps": 4,
                "lr": 2e-3, "weight_decay": 1.0, "beta1": 0.8, "beta2": 0.99, "eps": 1e-7,
                "warmup_steps": 0, "precision": "tf32", "diff_vocab": True, "eqn_sign": True,
-               "family": "A", "init_per_run": True, "split_per_run": True, "engine": "fast"}
+               "family": "A", "init_per_run": True, "split_per_run": True, "engine": "fast",
+               "flush_denormals": True}
     assert set(changed) == {f.name for f in dataclasses.fields(RunSpec)}
     ids = {s.run_id}
     for field, value in changed.items():

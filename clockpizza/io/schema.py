@@ -215,6 +215,9 @@ class TrainConfig:
     ray_gpus_per_task: Annotated[StrictFloat | StrictInt,
                                  _allowed("a number in [0.0, 64.0] (0: CPU tasks)", ge=0,
                                           le=64)]
+    # CPU arithmetic: subnormal floats flushed to zero (enters the run id when true). Last in
+    # the section, with a default, so params files written before it still parse.
+    flush_denormals: Flag = False
 
     @model_validator(mode="after")
     def _cuda_needs_gpus(self) -> TrainConfig:

@@ -33,7 +33,8 @@ REFERENCE = "reference"
 # default grid does not).
 _HASHED_ONLY_IF_SET: dict[str, object] = {"diff_vocab": False, "eqn_sign": False,
                                           "family": TRANSFORMER, "init_per_run": False,
-                                          "split_per_run": False, "engine": REFERENCE}
+                                          "split_per_run": False, "engine": REFERENCE,
+                                          "flush_denormals": False}
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,11 @@ class RunSpec:
     # fast step existed) or "fast" (clockpizza.science.fast: the same mathematics, equal to
     # rounding, not bit for bit; so it is part of what defines a run, and of its id)
     engine: str = REFERENCE
+    # CPU arithmetic with subnormal floats flushed to zero (train.flush_denormals): late in
+    # training the softmax's tiny probabilities and their gradients are subnormal, which some
+    # CPUs compute far slower. The results change in their last bits (a few runs end elsewhere,
+    # as on another CPU), so it is part of what defines a run; no effect on a GPU's kernels.
+    flush_denormals: bool = False
 
     @property
     def weights_seed(self) -> int:
@@ -164,7 +170,8 @@ def _training(params: Params) -> dict[str, Any]:
     return {"p": d.p, "train_frac": d.train_frac, "split_seed": d.split_seed, "steps": t.steps,
             "lr": t.lr, "weight_decay": t.weight_decay, "beta1": t.beta1, "beta2": t.beta2,
             "eps": t.eps, "warmup_steps": t.warmup_steps, "precision": t.precision,
-            "init_per_run": params.model.init_per_run, "split_per_run": d.split_per_run}
+            "init_per_run": params.model.init_per_run, "split_per_run": d.split_per_run,
+            "flush_denormals": t.flush_denormals}
 
 
 def group_specs(params: Params, width: int, seed: int) -> list[RunSpec]:

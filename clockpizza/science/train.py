@@ -39,6 +39,7 @@ from clockpizza.science.data import encode
 from clockpizza.science.fast import FastStep, supports
 from clockpizza.science.model import BatchedTransformer, TransformerConfig, cross_entropy64
 from clockpizza.science.spec import RunSpec
+from clockpizza.science.subnormals import denormals_flushed
 
 HISTORY_COLUMNS = ("step", "train_loss", "test_loss", "train_acc", "test_acc")
 # How a training step is computed (RunSpec.engine; :func:`make_step` builds it): "reference",
@@ -391,7 +392,7 @@ def train_group(
             on_progress(record_at[row])
 
     last_save = time.monotonic()
-    with precision_context(s0.precision, device):
+    with precision_context(s0.precision, device), denormals_flushed(s0.flush_denormals):
         for step in range(start, s0.steps):
             due = checkpoint is not None and time.monotonic() - last_save >= checkpoint_seconds
             if due and step == record_at[row] and step > start:

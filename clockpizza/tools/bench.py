@@ -47,6 +47,7 @@ from clockpizza.science import reference
 from clockpizza.science.data import make_dataset
 from clockpizza.science.model import TransformerConfig, init_params
 from clockpizza.science.spec import REFERENCE, RunSpec, fast_step_applies
+from clockpizza.science.subnormals import denormals_flushed
 from clockpizza.science.train import (
     SplitTensors,
     describe_device,
@@ -252,6 +253,7 @@ class BenchResult:
     load_before: float
     load_after: float
     n_cpus: int
+    flush_denormals: bool = False  # train.flush_denormals, for our trainer and the reference
 
     def as_dict(self) -> dict[str, object]:
         def r(v: object) -> object:
@@ -273,7 +275,7 @@ def run_benchmark(width: int = 128, n_models: int | None = None, steps: int = 10
                   device: str = "auto", reference_steps: int | None = None,
                   precision: str = "fp32", repeats: int = 5,
                   peak_seconds: float = 1.0, engine: str = "fast", warmup: int = 10,
-                  lr_warmup: int = 10) -> BenchResult:
+                  lr_warmup: int = 10, flush_denormals: bool = False) -> BenchResult:
     """Medians over ``repeats`` repetitions; ``steps - warmup`` steps of each are timed.
 
     ``lr_warmup`` is the learning-rate warm-up (``train.warmup_steps``, the paper's 10) of our
@@ -291,7 +293,8 @@ def run_benchmark(width: int = 128, n_models: int | None = None, steps: int = 10
     specs = [RunSpec(attn_rate=i / max(n_models - 1, 1), d_model=width, n_layers=1, n_heads=4,
                      act="relu", p=p, train_frac=0.8, split_seed=0, init_seed=0, steps=steps,
                      lr=1e-3, weight_decay=2.0, beta1=0.9, beta2=0.98, eps=1e-8,
-                     warmup_steps=lr_warmup, precision=precision, engine=engine)
+                     warmup_steps=lr_warmup, precision=precision, engine=engine,
+                     flush_denormals=flush_denormals)
              for i in range(n_models)]
     cfg = model_config(specs[0])
     flops = train_flops_per_model_step(cfg, len(data.y_train))
@@ -301,7 +304,9 @@ def run_benchmark(width: int = 128, n_models: int | None = None, steps: int = 10
     ours, ref, peak = [], [], []
     for _ in range(repeats):
         ours.append(n_models * (steps - warmup) / timed_group(specs, data, dev, warmup))
-        ref.append(reference_steps / reference_loop(cfg, specs[-1], data, reference_steps, dev))
+        with denormals_flushed(flush_denormals):
+            ref_seconds = reference_loop(cfg, specs[-1], data, reference_steps, dev)
+        ref.append(reference_steps / ref_seconds)
         peak.append(peak_matmul_tflops(dev, peak_seconds, precision))
     load_after = load_average()
     speedup = [o / r for o, r in zip(ours, ref, strict=True)]
@@ -318,7 +323,7 @@ def run_benchmark(width: int = 128, n_models: int | None = None, steps: int = 10
                        hfu=m.median * performed / flops,
                        model_steps_per_s_range=(o.lo, o.hi), speedup_range=(s.lo, s.hi),
                        mfu_range=(m.lo, m.hi), load_before=load_before, load_after=load_after,
-                       n_cpus=os.cpu_count() or 0)
+                       n_cpus=os.cpu_count() or 0, flush_denormals=flush_denormals)
 
 
 _HEADER = ("| device | d_model | models | steps | precision | engine | threads | reps | "
@@ -343,8 +348,9 @@ def update_report(result: BenchResult, path: Path = REPORT) -> None:
     comparison of :mod:`clockpizza.tools.precision`) are kept as they are.
     """
     r = result
+    engine = f"{r.engine}, subnormals flushed" if r.flush_denormals else r.engine
     key = (f"| {r.device} | {r.d_model} | {r.n_models} | {r.steps} | {r.precision} | "
-           f"{r.engine} | {r.threads} |")
+           f"{engine} | {r.threads} |")
     o = Spread(r.model_steps_per_s, *r.model_steps_per_s_range)
     s = Spread(r.speedup_vs_reference, *r.speedup_range)
     m = Spread(r.mfu, *r.mfu_range)
@@ -459,6 +465,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"))
     ap.add_argument("--engine", default="fast", choices=("fast", "reference"),
                     help="the training step measured (train.engine)")
+    ap.add_argument("--flush-denormals", action="store_true",
+                    help="subnormal floats as zero (train.flush_denormals); with --warmup 1000 "
+                         "the timed steps are late in training, where they matter")
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
     ap.add_argument("--report", type=Path, default=REPORT, help="the table to update")
     ap.add_argument("--no-report", action="store_true", help="do not update the table")
@@ -483,7 +492,8 @@ def main(argv: list[str] | None = None) -> None:
         result = run_benchmark(width, n, args.steps, args.device,
                                args.reference_steps, args.precision, args.repeats,
                                peak_seconds=args.peak_seconds, engine=args.engine,
-                               warmup=args.warmup, lr_warmup=args.lr_warmup)
+                               warmup=args.warmup, lr_warmup=args.lr_warmup,
+                               flush_denormals=args.flush_denormals)
         if not args.no_report:
             update_report(result, args.report)
         if not args.json:
