@@ -277,6 +277,21 @@ def test_a_folder_resumes_after_params_yaml_gains_a_section_training_never_reads
     assert paper_scale.main([*base, "--params", str(edited)]) == 2
 
 
+def test_a_folder_made_before_flush_denormals_resumes_with_it_false_and_is_named_otherwise(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    base = ["--preset", "paper_cpu_narrow", "--out", str(out), "--dry-run",
+            "--params", str(ROOT / "params.yaml")]
+    assert paper_scale.main([*base, "--set", "train.flush_denormals=false"]) == 0
+    recorded = yaml.safe_load((out / "params.yaml").read_text())
+    del recorded["train"]["flush_denormals"]  # as the shipped folders were written
+    (out / "params.yaml").write_text(yaml.safe_dump(recorded, sort_keys=False))
+    capsys.readouterr()
+    assert paper_scale.main(base) == 2  # today's default flushes: other runs
+    assert "differ in train.flush_denormals" in capsys.readouterr().err
+    assert paper_scale.main([*base, "--set", "train.flush_denormals=false"]) == 0
+
+
 def test_the_section_follows_the_pizzas_di_over_training_and_counts_unlearned_runs(
         results: Path) -> None:
     narrow = results / "narrow"

@@ -118,12 +118,30 @@ def preset_params(raw: dict[str, Any], preset: str, overrides: list[str],
 UNREAD_SECTIONS = ("neurons",)
 
 
-def same_grid(kept: dict[str, Any], chosen: dict[str, Any]) -> bool:
-    """Whether a folder's recorded params and the params chosen now make the same runs and
-    tables (equal, but for :data:`UNREAD_SECTIONS`)."""
+# Keys added to params.yaml after folders were made, with the value those folders ran with: a
+# folder without the key made the same runs as one with that value.
+ADDED_KEYS: dict[tuple[str, str], object] = {("train", "flush_denormals"): False}
+
+
+def grid_differences(kept: dict[str, Any], chosen: dict[str, Any]) -> list[str]:
+    """The keys (dotted) in which a folder's recorded params and the params chosen now differ,
+    but for :data:`UNREAD_SECTIONS` and :data:`ADDED_KEYS` missing from either at their value;
+    empty where they make the same runs and tables."""
     def read(d: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in d.items() if k not in UNREAD_SECTIONS}
-    return read(kept) == read(chosen)
+        out = {k: v for k, v in d.items() if k not in UNREAD_SECTIONS}
+        for (section, key), value in ADDED_KEYS.items():
+            if isinstance(out.get(section), dict) and key not in out[section]:
+                out[section] = {**out[section], key: value}
+        return out
+    a, b = read(kept), read(chosen)
+    diff = []
+    for top in sorted(set(a) | set(b), key=str):
+        x, y = a.get(top), b.get(top)
+        if isinstance(x, dict) and isinstance(y, dict):
+            diff += [f"{top}.{k}" for k in sorted(set(x) | set(y), key=str) if x.get(k) != y.get(k)]
+        elif x != y:
+            diff.append(str(top))
+    return diff
 
 
 def git_commit(root: Path = Path()) -> str:
@@ -339,10 +357,12 @@ def main(argv: list[str] | None = None) -> int:
         chosen = preset_params(raw, args.preset, args.set, args.dry_run)
         text = yaml.safe_dump(chosen, sort_keys=False)
         kept = args.out / "params.yaml"
-        if kept.exists() and not same_grid(yaml.safe_load(kept.read_text()), chosen):
+        differ = grid_differences(yaml.safe_load(kept.read_text()), chosen) if kept.exists() else []
+        if differ:
             raise ParamsError(f"{kept}: made with other params than --preset {args.preset} "
-                              f"{' '.join('--set ' + s for s in args.set)} gives now; its "
-                              "tables would mix two grids. Use another --out, or delete it")
+                              f"{' '.join('--set ' + s for s in args.set)} gives now (they "
+                              f"differ in {', '.join(differ)}); its tables would mix two grids. "
+                              "Use --set KEY=VALUE to match it, another --out, or delete it")
         params = parse_params(chosen)
         bad = sorted(set(args.widths or ()) - set(params.width))
         if bad:
