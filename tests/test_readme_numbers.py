@@ -93,3 +93,18 @@ def test_the_unlearned_runs_and_the_shared_start_the_readme_quotes(readme: str,
     assert (f"{f2(cell['di'])} with the shared start, against {f2(cell['di_near'])} with the "
             f"paper's protocol at step 5 000 and {f2(cell['di_end'])} at the end (the paper: "
             f"{f2(paper['paper_di_median'])})") in readme
+
+
+def test_the_largest_shared_start_gaps_the_readme_names_are_the_largest(readme: str,
+                                                                       ps: dict) -> None:
+    rows = ps["your_run"]["rows"]
+
+    def largest(at: str) -> tuple[int, float, str]:
+        _gap, cell = max((abs(r[m] - r[f"{m}_{at}"]), (r["width"], r["attn_rate"], m))
+                         for r in rows for m in ("gs", "di"))
+        return cell
+    assert largest("near") == (64, 1.0, "di")  # "At step 5 000 the largest single gap ..."
+    assert largest("end") == (32, 0.7, "gs")  # "At 20 000 steps it is width 32 at α = 0.7"
+    cell = next(r for r in rows if r["width"] == 32 and r["attn_rate"] == 0.7)
+    assert (f"GS ({f2(cell['gs'])} with the shared start at 4 000 steps, {f2(cell['gs_end'])} "
+            "at the end)") in " ".join(readme.split())
