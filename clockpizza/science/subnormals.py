@@ -37,12 +37,24 @@ def flushing() -> bool | None:
     return True if kept == 0 else False if kept == n else None
 
 
+def _loaded_libraries() -> str:
+    """The shared objects mapped into this process (Linux); empty elsewhere."""
+    try:
+        return Path("/proc/self/maps").read_text()
+    except OSError:
+        return ""
+
+
 @functools.cache
 def _openmp() -> ctypes.CDLL | None:
-    """The GNU OpenMP runtime that PyTorch's Linux wheels ship and use; None where there is none
-    (another platform's runtime), and then only the calling thread's mode is set."""
+    """The GNU OpenMP runtime that PyTorch's Linux wheels ship, where this process already uses
+    it; None elsewhere (another runtime, which a second one loaded beside it would fight), and
+    then only the calling thread's mode is set."""
     lib = Path(torch.__file__).parent / "lib"
+    loaded = _loaded_libraries()
     for path in sorted(lib.glob("libgomp*.so*")):
+        if str(path.resolve()) not in loaded and str(path) not in loaded:
+            continue
         try:
             gomp = ctypes.CDLL(str(path))
             gomp.GOMP_parallel.argtypes = [_REGION, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
