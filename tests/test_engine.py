@@ -329,3 +329,39 @@ def test_a_run_without_the_setting_keeps_subnormals_in_a_process_that_flushes(
                     on_progress=lambda step: seen.append(_subnormals_kept()))
         assert _subnormals_kept() == 0, "the process's own setting is given back"
     assert seen == [1 << 22] * len(seen) and seen
+
+
+def test_an_openmp_runtime_the_process_has_not_loaded_is_never_loaded_beside_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from clockpizza.science import subnormals
+    subnormals._openmp.cache_clear()
+    try:
+        monkeypatch.setattr(subnormals, "_loaded_libraries", lambda: "")
+        assert subnormals._openmp() is None
+        subnormals._openmp.cache_clear()
+        monkeypatch.undo()
+        if sys.platform == "linux" and list((Path(torch.__file__).parent / "lib").glob("libgomp*")):
+            assert subnormals._openmp() is not None, "PyTorch's own, loaded, is used"
+    finally:
+        subnormals._openmp.cache_clear()
+
+
+def test_the_benchmark_keeps_a_flushed_row_apart_and_shows_defaults_in_its_help(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(bench, "peak_matmul_tflops", lambda *a, **k: 1.0)
+    report = tmp_path / "benchmarks.md"
+    args = ["--width", "8", "--n-models", "2", "--steps", "3", "--warmup", "1",
+            "--reference-steps", "2", "--device", "cpu", "--repeats", "1", "--json",
+            "--report", str(report)]
+    bench.main(args)
+    bench.main([*args, "--flush-denormals"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["flush_denormals"] is True
+    rows = [ln for ln in report.read_text().splitlines() if ln.startswith("| cpu | 8 |")]
+    assert len(rows) == 2 and sum("subnormals flushed" in r for r in rows) == 1
+    with pytest.raises(SystemExit):
+        bench.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 100)" in text and "(default: None)" not in text
+    assert "(default: False)" not in text
